@@ -1,0 +1,61 @@
+"""Commands accepted on `snapshot.commands` (SPEC.md, "Commands").
+
+These models check shape only (types, required fields, sizes). The seed's business rules
+(snapshot name, description, cluster status) belong to the domain, which rejects with
+their own codes."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ClusterStatus = Literal["Available", "Read-only", "Low performance", "Unavailable"]
+DriverName = Literal["sqlite", "postgres"]
+
+# Generous upper bounds so an oversized field is `invalid_command`, while anything a
+# domain rule could judge (e.g. a 65-character snapshot name) still reaches the domain.
+_NAME = Field(min_length=1, max_length=256)
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    cluster_name: str = _NAME
+
+
+class RegisterCluster(Command):
+    driver: DriverName
+    target: str = Field(min_length=1, max_length=4096)
+
+
+class ReportClusterStatus(Command):
+    status: ClusterStatus
+
+
+class CreateSnapshotRequested(Command):
+    snapshot_name: str = _NAME
+    description: str = Field("", max_length=4096)
+
+
+class RestartClusterRequested(Command):
+    pass
+
+
+class DeleteSnapshotRequested(Command):
+    snapshot_name: str = _NAME
+
+
+class RestoreSnapshotRequested(Command):
+    snapshot_name: str = _NAME
+    target_cluster_name: str = _NAME
+
+
+COMMAND_TYPES: dict[str, type[Command]] = {
+    cls.__name__: cls
+    for cls in (
+        RegisterCluster,
+        ReportClusterStatus,
+        CreateSnapshotRequested,
+        RestartClusterRequested,
+        DeleteSnapshotRequested,
+        RestoreSnapshotRequested,
+    )
+}

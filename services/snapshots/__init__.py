@@ -1,0 +1,1 @@
+"""The snapshot control plane: domain, application, workflow, relay, projection, edges."""

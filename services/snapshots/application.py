@@ -1,0 +1,155 @@
+"""The application: one method per command, each get → call aggregate → save.
+
+Every command is recorded as a `CommandRecord` in the same atomic save as its effects, so
+a command id seen before (a redelivery, a client retry) has no second effect, and a
+refused command leaves exactly one stored `CommandRejected`."""
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import get_topic
+
+from events import commands as c
+from services.snapshots.domain import (
+    Cluster,
+    CommandNotAccepted,
+    CommandRecord,
+    DuplicateClusterName,
+    DuplicateSnapshotName,
+    Snapshot,
+    UnknownCluster,
+    check_description,
+    check_snapshot_name,
+    cluster_id,
+    command_record_id,
+    snapshot_id,
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class SnapshotsApplication(Application):
+    """Commands in, aggregates saved; the notification log is the outbox."""
+
+    name = "Snapshots"
+
+    def handle(self, command_id: str, command: c.Command) -> str:
+        """Apply a command once. Returns 'accepted', 'rejected' or 'duplicate'."""
+        if self.has_seen(command_id):
+            return "duplicate"
+        record = CommandRecord(command_id=command_id, command_type=type(command).__name__,
+                               cluster_name=command.cluster_name)
+        handler = getattr(self, "_" + type(command).__name__)
+        try:
+            aggregates = handler(command, command_id)
+        except CommandNotAccepted as refusal:
+            return self.reject(record, refusal.code, refusal.reason)
+        try:
+            self.save(record, *aggregates)
+        except IntegrityError:
+            return "duplicate"  # another instance handled the same command id first
+        return "accepted"
+
+    def reject(self, record: CommandRecord, code: str, reason: str) -> str:
+        record.reject(record.cluster_name, record.command_id, record.command_type, code, reason)
+        try:
+            self.save(record)
+        except IntegrityError:
+            return "duplicate"
+        return "rejected"
+
+    def reject_invalid(self, command_id: str, command_type: str, cluster_name: str,
+                       code: str, reason: str) -> str:
+        """Record the rejection of a decodable command whose type or data is invalid."""
+        if self.has_seen(command_id):
+            return "duplicate"
+        record = CommandRecord(command_id=command_id, command_type=command_type,
+                               cluster_name=cluster_name)
+        return self.reject(record, code, reason)
+
+    def has_seen(self, command_id: str) -> bool:
+        return self._find(command_record_id(command_id)) is not None
+
+    def _RegisterCluster(self, cmd: c.RegisterCluster, command_id: str):
+        if self._find(cluster_id(cmd.cluster_name)) is not None:
+            raise DuplicateClusterName(f"cluster {cmd.cluster_name!r} is already registered")
+        return [Cluster.register(cmd.cluster_name, cmd.driver, cmd.target, command_id)]
+
+    def _ReportClusterStatus(self, cmd: c.ReportClusterStatus, command_id: str):
+        cluster = self.get_cluster(cmd.cluster_name)
+        cluster.report_status(cmd.status, command_id)
+        return [cluster]
+
+    def _RestartClusterRequested(self, cmd: c.RestartClusterRequested, command_id: str):
+        cluster = self.get_cluster(cmd.cluster_name)
+        cluster.restart(command_id)
+        return [cluster]
+
+    def _CreateSnapshotRequested(self, cmd: c.CreateSnapshotRequested, command_id: str):
+        check_snapshot_name(cmd.snapshot_name)
+        check_description(cmd.description)
+        cluster = self.get_cluster(cmd.cluster_name)
+        existing = self._find(snapshot_id(cmd.snapshot_name))
+        if existing is not None:
+            raise DuplicateSnapshotName(
+                f"snapshot name {cmd.snapshot_name!r} is taken by {existing.snapshot_name!r} "
+                "(names are case-insensitive)")
+        cluster.lock(cmd.snapshot_name, command_id)
+        snapshot = Snapshot.start(cluster.cluster_name, cmd.snapshot_name, cmd.description,
+                                  _now(), command_id)
+        return [cluster, snapshot]
+
+    # Workflow steps (called by the workflow, not by commands).
+
+    def make_read_only(self, cluster_name: str) -> Cluster:
+        cluster = self.get_cluster(cluster_name)
+        snapshot = self.get_snapshot(cluster.snapshot_name)
+        cluster.make_read_only(snapshot.command_id)
+        self.save(cluster)
+        return cluster
+
+    def complete_snapshot(self, cluster_name: str, size_bytes: int, warning: str | None) -> None:
+        cluster = self.get_cluster(cluster_name)
+        snapshot = self.get_snapshot(cluster.snapshot_name)
+        snapshot.complete(size_bytes, _now(), warning)
+        cluster.unlock(snapshot.command_id)
+        self.save(snapshot, cluster)
+
+    def fail_snapshot(self, cluster_name: str, reason: str) -> None:
+        cluster = self.get_cluster(cluster_name)
+        snapshot = self.get_snapshot(cluster.snapshot_name)
+        snapshot.fail(reason[:1000], _now())
+        cluster.unlock(snapshot.command_id)
+        self.save(snapshot, cluster)
+
+    # Queries.
+
+    def get_cluster(self, cluster_name: str) -> Cluster:
+        cluster = self._find(cluster_id(cluster_name))
+        if cluster is None:
+            raise UnknownCluster(f"cluster {cluster_name!r} is not registered")
+        return cluster
+
+    def get_snapshot(self, snapshot_name: str) -> Snapshot:
+        return self.repository.get(snapshot_id(snapshot_name))
+
+    def clusters_creating_snapshots(self) -> Iterator[Cluster]:
+        """Clusters left locked by an interrupted workflow (read at start-up)."""
+        topic = get_topic(Cluster.ClusterRegistered)
+        start = 1
+        while batch := self.recorder.select_notifications(start, 500, topics=[topic]):
+            for notification in batch:
+                cluster = self.repository.get(notification.originator_id)
+                if cluster.is_creating_snapshot:
+                    yield cluster
+            start = batch[-1].id + 1
+
+    def _find(self, aggregate_id):
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None

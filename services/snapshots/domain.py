@@ -1,0 +1,274 @@
+"""Aggregates and the seed's rules. Imports only the standard library and eventsourcing.
+
+Event names are the published ones (SPEC.md), so the relay can publish a stored event by
+its class name; each event carries `cluster_name` (the Kafka key) and `command_id` (the
+`correlationid`)."""
+
+import re
+from datetime import datetime
+from urllib.parse import parse_qs, urlsplit
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+SNAPSHOT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{3,63}")
+CLUSTER_NAME = SNAPSHOT_NAME
+FORBIDDEN_IN_DESCRIPTION = set("!<>'=&\"")
+MAX_DESCRIPTION = 256
+SNAPSHOT_ALLOWED_STATUSES = ("Available", "Read-only", "Low performance")
+CREATING_SNAPSHOT = "Creating snapshot"
+_NAMESPACE = uuid5(NAMESPACE_URL, "urn:dws-snapshots")
+
+
+def cluster_id(name: str) -> UUID:
+    return uuid5(_NAMESPACE, "cluster:" + name.lower())
+
+
+def snapshot_id(name: str) -> UUID:
+    return uuid5(_NAMESPACE, "snapshot:" + name.lower())
+
+
+def command_record_id(command_id: str) -> UUID:
+    return uuid5(_NAMESPACE, "command:" + command_id)
+
+
+class Cluster(Aggregate):
+    """A warehouse cluster as the control plane sees it: status, task status, lock."""
+
+    @staticmethod
+    def create_id(cluster_name: str, **_) -> UUID:
+        return cluster_id(cluster_name)
+
+    @event("ClusterRegistered")
+    def __init__(self, cluster_name: str, driver: str, target: str, status: str, command_id: str):
+        self.cluster_name = cluster_name
+        self.driver = driver
+        self.target = target
+        self.status = status
+        self.task_status: str | None = None
+        self.prior_status: str | None = None
+        self.snapshot_name: str | None = None
+        self.read_only = False
+
+    @classmethod
+    def register(cls, cluster_name: str, driver: str, target: str, command_id: str) -> "Cluster":
+        check_cluster_name(cluster_name)
+        check_no_secret(target)
+        return cls(cluster_name=cluster_name, driver=driver, target=target,
+                   status="Available", command_id=command_id)
+
+    def report_status(self, status: str, command_id: str) -> None:
+        self.check_not_creating_snapshot()
+        self._change_status(cluster_name=self.cluster_name, status=status, command_id=command_id)
+
+    @event("ClusterStatusChanged")
+    def _change_status(self, cluster_name: str, status: str, command_id: str) -> None:
+        self.status = status
+
+    def lock(self, snapshot_name: str, command_id: str) -> None:
+        self.check_not_creating_snapshot()
+        self.check_status_allows_snapshot()
+        self._lock(self.cluster_name, snapshot_name, "Unavailable", CREATING_SNAPSHOT,
+                   self.status, command_id)
+
+    @event("ClusterLocked")
+    def _lock(self, cluster_name, snapshot_name, status, task_status, prior_status, command_id):
+        self.prior_status = prior_status
+        self.status = status
+        self.task_status = task_status
+        self.snapshot_name = snapshot_name
+
+    @event("ClusterReadOnly")
+    def _make_read_only(self, cluster_name, snapshot_name, status, command_id):
+        self.status = status
+        self.read_only = True
+
+    def make_read_only(self, command_id: str) -> None:
+        self._make_read_only(self.cluster_name, self.snapshot_name, "Read-only", command_id)
+
+    def unlock(self, command_id: str) -> None:
+        self._unlock(self.cluster_name, self.snapshot_name, self.prior_status, None, command_id)
+
+    @event("ClusterUnlocked")
+    def _unlock(self, cluster_name, snapshot_name, status, task_status, command_id):
+        self.status = status
+        self.task_status = None
+        self.prior_status = None
+        self.snapshot_name = None
+        self.read_only = False
+
+    def restart(self, command_id: str) -> None:
+        self.check_not_creating_snapshot()
+        self._restart(self.cluster_name, command_id)
+
+    @event("ClusterRestarted")
+    def _restart(self, cluster_name, command_id):
+        pass
+
+    @property
+    def is_creating_snapshot(self) -> bool:
+        return self.task_status == CREATING_SNAPSHOT
+
+    def check_not_creating_snapshot(self) -> None:
+        if self.is_creating_snapshot:
+            raise SnapshotInProgress(
+                f"cluster {self.cluster_name!r} is creating snapshot {self.snapshot_name!r}")
+
+    def check_status_allows_snapshot(self) -> None:
+        if self.status not in SNAPSHOT_ALLOWED_STATUSES:
+            raise ClusterNotReady(
+                f"cluster {self.cluster_name!r} is {self.status}; a snapshot needs one of "
+                + ", ".join(SNAPSHOT_ALLOWED_STATUSES))
+
+
+class Snapshot(Aggregate):
+    """One snapshot of one cluster: Creating, then Available or Failed."""
+
+    @staticmethod
+    def create_id(snapshot_name: str, **_) -> UUID:
+        return snapshot_id(snapshot_name)
+
+    @event("SnapshotStarted")
+    def __init__(self, cluster_name: str, snapshot_name: str, description: str,
+                 snapshot_type: str, started_at: datetime, command_id: str):
+        self.cluster_name = cluster_name
+        self.snapshot_name = snapshot_name
+        self.description = description
+        self.snapshot_type = snapshot_type
+        self.started_at = started_at
+        self.command_id = command_id
+        self.status = "Creating"
+        self.size_bytes: int | None = None
+        self.failure_reason: str | None = None
+
+    @classmethod
+    def start(cls, cluster_name, snapshot_name, description, started_at, command_id) -> "Snapshot":
+        check_snapshot_name(snapshot_name)
+        check_description(description)
+        return cls(cluster_name=cluster_name, snapshot_name=snapshot_name,
+                   description=description, snapshot_type="Manual",
+                   started_at=started_at, command_id=command_id)
+
+    def complete(self, size_bytes: int, finished_at: datetime, warning: str | None) -> None:
+        self._complete(self.cluster_name, self.snapshot_name, size_bytes, self.started_at,
+                       finished_at, warning, self.command_id)
+
+    @event("SnapshotCompleted")
+    def _complete(self, cluster_name, snapshot_name, size_bytes, started_at, finished_at,
+                  warning, command_id):
+        self.status = "Available"
+        self.size_bytes = size_bytes
+
+    def fail(self, reason: str, finished_at: datetime) -> None:
+        self._fail(self.cluster_name, self.snapshot_name, reason, finished_at, self.command_id)
+
+    @event("SnapshotFailed")
+    def _fail(self, cluster_name, snapshot_name, reason, finished_at, command_id):
+        self.status = "Failed"
+        self.failure_reason = reason
+
+
+class CommandRecord(Aggregate):
+    """A command id seen by the service; its existence makes a re-delivery a no-op."""
+
+    @staticmethod
+    def create_id(command_id: str, **_) -> UUID:
+        return command_record_id(command_id)
+
+    @event("CommandReceived")
+    def __init__(self, command_id: str, command_type: str, cluster_name: str):
+        self.command_id = command_id
+        self.command_type = command_type
+        self.cluster_name = cluster_name
+        self.rejection: str | None = None
+
+    @event("CommandRejected")
+    def reject(self, cluster_name, command_id, command_type, code, reason):
+        self.rejection = code
+
+
+def check_snapshot_name(name: str) -> None:
+    if not SNAPSHOT_NAME.fullmatch(name):
+        raise InvalidSnapshotName(
+            f"snapshot name {name[:80]!r} must be 4 to 64 characters, start with a letter "
+            "and contain only letters, digits, '-' and '_'")
+
+
+def check_cluster_name(name: str) -> None:
+    if not CLUSTER_NAME.fullmatch(name):
+        raise InvalidCommand(
+            f"cluster name {name[:80]!r} must be 4 to 64 characters, start with a letter "
+            "and contain only letters, digits, '-' and '_'")
+
+
+def check_no_secret(target: str) -> None:
+    """Secrets live in service-side settings; a command or event must never carry one."""
+    try:
+        url = urlsplit(target)
+        has_password = bool(url.password) or "password" in parse_qs(url.query)
+    except ValueError:
+        has_password = False
+    if has_password or "password=" in target.lower():
+        raise SecretInCommand(
+            "target must not contain a password; configure it on the service side "
+            "(SNAPSHOT_POSTGRES_PASSWORD or PGPASSFILE)")
+
+
+def check_description(description: str) -> None:
+    if len(description) > MAX_DESCRIPTION:
+        raise InvalidDescription(
+            f"description has {len(description)} characters; at most {MAX_DESCRIPTION}")
+    forbidden = sorted(FORBIDDEN_IN_DESCRIPTION.intersection(description))
+    if forbidden:
+        raise InvalidDescription(
+            "description must not contain " + " ".join(forbidden))
+
+
+class CommandNotAccepted(Exception):
+    """A rule refused a command; `code` is the SPEC rejection code."""
+
+    code = "invalid_command"
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+class InvalidCommand(CommandNotAccepted):
+    code = "invalid_command"
+
+
+class InvalidSnapshotName(CommandNotAccepted):
+    code = "invalid_snapshot_name"
+
+
+class InvalidDescription(CommandNotAccepted):
+    code = "invalid_description"
+
+
+class DuplicateSnapshotName(CommandNotAccepted):
+    code = "duplicate_snapshot_name"
+
+
+class DuplicateClusterName(CommandNotAccepted):
+    code = "duplicate_cluster_name"
+
+
+class UnknownCluster(CommandNotAccepted):
+    code = "unknown_cluster"
+
+
+class UnknownSnapshot(CommandNotAccepted):
+    code = "unknown_snapshot"
+
+
+class ClusterNotReady(CommandNotAccepted):
+    code = "cluster_not_ready"
+
+
+class SnapshotInProgress(CommandNotAccepted):
+    code = "snapshot_in_progress"
+
+
+class SecretInCommand(CommandNotAccepted):
+    code = "secret_in_command"
