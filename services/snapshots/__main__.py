@@ -1,0 +1,5 @@
+"""`python -m services.snapshots ...` is `snapshotctl ...`."""
+
+from services.snapshots.cli import main
+
+main()

@@ -1,0 +1,204 @@
+"""`snapshotctl`: the command line of dws-snapshots (SPEC.md, "Command line").
+
+Commands only translate arguments into commands or queries; exit 0 when done, non-zero
+with a one-line reason on stderr when rejected or failed."""
+
+import asyncio
+import json
+import sys
+import uuid
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from events.commands import CreateSnapshotRequested, RegisterCluster
+from services.snapshots import bootstrap, runner
+from services.snapshots.client import EventFollower, follow_command, publish_command
+from services.snapshots.settings import Settings
+
+cli = typer.Typer(help="dws-snapshots: the snapshot control plane for warehouse clusters.",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+
+
+def fail(reason: str, code: int = 1) -> None:
+    typer.echo(f"snapshotctl: {reason}", err=True)
+    raise typer.Exit(code)
+
+
+@cli.command()
+def up() -> None:
+    """Run everything on this machine: broker (if none answers), service, projection, API."""
+    sys.exit(runner.up(Settings()))
+
+
+@cli.command()
+def service() -> None:
+    """Run the service worker: commands in, workflows, relay to the events topic."""
+    from services.snapshots.worker import create_service_worker, run
+
+    settings = Settings()
+    run(create_service_worker(settings), settings)
+
+
+@cli.command()
+def projection() -> None:
+    """Run the projection worker: status events into the snapshot and cluster views."""
+    from services.snapshots.worker import create_projection_worker, run
+
+    settings = Settings()
+    run(create_projection_worker(settings), settings)
+
+
+@cli.command()
+def api() -> None:
+    """Serve the HTTP query API on SNAPSHOT_HTTP_PORT."""
+    import uvicorn
+
+    from services.snapshots.api import create_api
+
+    settings = Settings()
+    uvicorn.run(create_api(bootstrap.make_view_engine(settings)), host=settings.http_host,
+                port=settings.http_port, log_level="warning")
+
+
+@cli.command()
+def create(cluster: str, name: str, description: str = typer.Option("", "--description", "-d"),
+           wait: bool = typer.Option(False, "--wait", help="show progress until the outcome"),
+           timeout: float = typer.Option(600.0, help="seconds to wait with --wait")) -> None:
+    """Request a snapshot NAME of CLUSTER."""
+    command = CreateSnapshotRequested(cluster_name=cluster, snapshot_name=name, description=description)
+    _send(command, wait, timeout)
+
+
+@cli.command("register-cluster")
+def register_cluster(name: str, target: str = typer.Option(..., help="file path or password-free URL"),
+                     driver: str = typer.Option("sqlite", help="sqlite or postgres"),
+                     wait: bool = typer.Option(True, help="wait for the outcome"),
+                     timeout: float = 60.0) -> None:
+    """Register a cluster the service can snapshot."""
+    if driver not in ("sqlite", "postgres"):
+        fail(f"unknown driver {driver!r}: use sqlite or postgres", 2)
+    _send(RegisterCluster(cluster_name=name, driver=driver, target=target), wait, timeout)
+
+
+@cli.command("list")
+def list_snapshots(cluster: str = typer.Option(None), status: str = typer.Option(None),
+                   limit: int = 100, offset: int = 0,
+                   as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show the snapshot list, newest first."""
+    params = {k: v for k, v in dict(cluster=cluster, status=status, limit=limit, offset=offset).items()
+              if v is not None}
+    body = _get("/snapshots", params)
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    table = Table("Name", "Cluster", "Status", "Type", "Size (bytes)", "Started", "Finished", "Note")
+    for s in body["snapshots"]:
+        table.add_row(s["name"], s["cluster_name"], s["status"], s["snapshot_type"],
+                      "" if s["size_bytes"] is None else f"{s['size_bytes']:,}",
+                      s["started_at"] or "", s["finished_at"] or "",
+                      s["failure_reason"] or s["warning"] or "")
+    console.print(table)
+    console.print(f"{body['count']} snapshot(s)")
+
+
+@cli.command()
+def clusters(status: str = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show the clusters and their status."""
+    body = _get("/clusters", {"status": status} if status else {})
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    table = Table("Name", "Status", "Task status", "Driver", "Target")
+    for c in body["clusters"]:
+        table.add_row(c["name"], c["status"], c["task_status"] or "", c["driver"], c["target"])
+    console.print(table)
+
+
+@cli.command()
+def watch(from_beginning: bool = typer.Option(False, "--from-beginning")) -> None:
+    """Follow status events live (Ctrl-C to stop)."""
+    settings = Settings()
+
+    async def follow() -> None:
+        async with EventFollower(settings.kafka_bootstrap_servers, settings.events_topic,
+                                 from_beginning) as follower:
+            async for envelope in follower.events():
+                typer.echo(_describe(envelope))
+
+    try:
+        asyncio.run(follow())
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+def replay(republish: bool = typer.Option(False, help="also re-send history to the events topic")) -> None:
+    """Rebuild the read model from the event store (optionally re-publish history)."""
+    settings = Settings()
+    applied = runner.rebuild_views(settings)
+    typer.echo(f"rebuilt the views from {applied} stored events")
+    if republish:
+        sent = asyncio.run(runner.republish(settings))
+        typer.echo(f"re-published {sent} events to {settings.events_topic}")
+
+
+def _send(command, wait: bool, timeout: float) -> None:
+    settings = Settings()
+    command_id = str(uuid.uuid4())
+    try:
+        outcome = asyncio.run(_publish_and_follow(settings, command, command_id, wait, timeout))
+    except (OSError, asyncio.TimeoutError) as error:
+        fail(f"no answer from Kafka at {settings.kafka_bootstrap_servers}: {error or 'timed out'}")
+    if outcome:
+        fail(outcome)
+
+
+async def _publish_and_follow(settings, command, command_id, wait, timeout) -> str | None:
+    if not wait:
+        await publish_command(settings.kafka_bootstrap_servers, settings.commands_topic, command, command_id)
+        typer.echo(f"sent {type(command).__name__} {command_id}")
+        return None
+    async with EventFollower(settings.kafka_bootstrap_servers, settings.events_topic) as follower:
+        await publish_command(settings.kafka_bootstrap_servers, settings.commands_topic, command, command_id)
+        typer.echo(f"sent {type(command).__name__} {command_id}")
+        return await asyncio.wait_for(_progress(follower, command_id), timeout)
+
+
+async def _progress(follower, command_id) -> str | None:
+    failure = None
+    async for envelope in follow_command(follower, command_id):
+        typer.echo(_describe(envelope))
+        if envelope.type == "CommandRejected":
+            return f"rejected ({envelope.data['code']}): {envelope.data['reason']}"
+        if envelope.type == "SnapshotFailed":
+            failure = f"snapshot failed: {envelope.data['reason']}"
+    return failure
+
+
+def _describe(envelope) -> str:
+    data = dict(envelope.data)
+    subject = data.pop("cluster_name", "")
+    if "snapshot_name" in data:
+        subject += "/" + data.pop("snapshot_name")
+    details = " ".join(f"{k}={v}" for k, v in data.items() if v not in (None, ""))
+    return f"{envelope.time:%H:%M:%S} {envelope.type:<20} {subject} {details}".rstrip()
+
+
+def _get(path: str, params: dict) -> dict:
+    settings = Settings()
+    url = f"http://{settings.http_host}:{settings.http_port}{path}"
+    try:
+        response = httpx.get(url, params=params, timeout=10)
+    except httpx.HTTPError as error:
+        fail(f"cannot reach the API at {url}: {error}")
+    if response.status_code >= 400:
+        fail(f"{response.status_code} from the API: {response.json().get('detail')}")
+    return response.json()
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,78 @@
+"""A Kafka client of the service, as any outside service would write one: publish a
+command, follow the status events it causes. Used by `snapshotctl` and the tests."""
+
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from events import topics
+from events.codec import Undecodable, command_envelope, decode, encode
+from events.commands import Command
+from events.envelope import Envelope
+from services.snapshots.relay import new_producer
+
+
+async def publish_command(bootstrap_servers: str, topic: str, command: Command,
+                          command_id: str | None = None) -> Envelope:
+    fields = {"id": command_id} if command_id else {}
+    envelope = command_envelope(command, **fields)
+    producer = new_producer(bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, encode(envelope), key=command.cluster_name.encode(),
+                                     headers=[("content-type", topics.CONTENT_TYPE.encode())])
+    finally:
+        await producer.stop()
+    return envelope
+
+
+class EventFollower:
+    """Reads every partition of the events topic without a consumer group (no join
+    delay), from the end as it was at `start()` or from the beginning."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, from_beginning: bool = False):
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
+                                          enable_auto_commit=False, auto_offset_reset="earliest")
+        self._topic = topic
+        self._from_beginning = from_beginning
+
+    async def start(self) -> "EventFollower":
+        await self._consumer.start()
+        await self._consumer.topics()  # loads metadata for every topic
+        partitions = self._consumer.partitions_for_topic(self._topic) or {0}
+        assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        self._consumer.assign(assigned)
+        if self._from_beginning:
+            await self._consumer.seek_to_beginning(*assigned)
+        else:
+            await self._consumer.seek_to_end(*assigned)
+        for partition in assigned:  # resolve the offsets now, before any command is sent
+            await self._consumer.position(partition)
+        return self
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def events(self) -> AsyncIterator[Envelope]:
+        async for record in self._consumer:
+            try:
+                yield decode(record.value)
+            except Undecodable:
+                continue
+
+    async def __aenter__(self) -> "EventFollower":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+
+async def follow_command(follower: EventFollower, command_id: str) -> AsyncIterator[Envelope]:
+    """The events a command caused, until its outcome is settled."""
+    async for envelope in follower.events():
+        if envelope.correlationid != command_id:
+            continue
+        yield envelope
+        if envelope.type in ("CommandRejected", "ClusterUnlocked", "ClusterRegistered",
+                             "ClusterStatusChanged", "ClusterRestarted"):
+            return

@@ -1,0 +1,120 @@
+"""The projection: status events → the snapshot and cluster views.
+
+Fed by `snapshot.events` in the projection worker, and by the event store in
+`snapshotctl replay`; both call `Projection.apply` with the same envelopes. Each event is
+applied with its position in one transaction, so a redelivery counts nothing twice."""
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Engine, delete, insert, select, update
+
+from events.envelope import Envelope
+from services.snapshots.views import clusters, history, metadata, positions, snapshots
+
+
+class Projection:
+    def __init__(self, engine: Engine):
+        self._engine = engine
+        self._handlers: dict[str, Callable] = {
+            "ClusterRegistered": self._when_cluster_registered,
+            "ClusterStatusChanged": self._when_cluster_status_changes,
+            "ClusterLocked": self._when_cluster_status_changes,
+            "ClusterReadOnly": self._when_cluster_status_changes,
+            "ClusterUnlocked": self._when_cluster_status_changes,
+            "SnapshotStarted": self._when_snapshot_started,
+            "SnapshotCompleted": self._when_snapshot_completed,
+            "SnapshotFailed": self._when_snapshot_failed,
+            "SnapshotDeleted": self._when_snapshot_deleted,
+            "RestoreStarted": self._when_snapshot_status_is("Restoring"),
+            "RestoreCompleted": self._when_snapshot_status_is("Available"),
+            "RestoreFailed": self._when_snapshot_status_is("Available"),
+        }
+
+    def apply(self, envelope: Envelope) -> bool:
+        """Apply one event; False when it was applied before (or is not ours)."""
+        if envelope.sequence is None or "cluster_name" not in envelope.data:
+            return False
+        sequence = int(envelope.sequence)
+        cluster_key = str(envelope.data["cluster_name"]).lower()
+        with self._engine.begin() as tx:
+            applied = tx.execute(select(positions.c.sequence)
+                                 .where(positions.c.cluster_key == cluster_key)).scalar()
+            if applied is not None and sequence <= applied:
+                return False
+            handler = self._handlers.get(envelope.type)
+            if handler is not None:
+                handler(tx, envelope.data, envelope)
+            self._record_history(tx, envelope, cluster_key, sequence)
+            self._advance(tx, cluster_key, sequence, applied)
+        return True
+
+    def reset(self) -> None:
+        metadata.drop_all(self._engine)
+        metadata.create_all(self._engine)
+
+    @staticmethod
+    def _advance(tx, cluster_key, sequence, applied) -> None:
+        if applied is None:
+            tx.execute(insert(positions).values(cluster_key=cluster_key, sequence=sequence))
+        else:
+            tx.execute(update(positions).where(positions.c.cluster_key == cluster_key)
+                       .values(sequence=sequence))
+
+    @staticmethod
+    def _record_history(tx, envelope, cluster_key, sequence) -> None:
+        snapshot_name = envelope.data.get("snapshot_name")
+        tx.execute(insert(history).values(
+            event_id=envelope.id, sequence=sequence, cluster_key=cluster_key,
+            snapshot_key=snapshot_name.lower() if snapshot_name else None,
+            type=envelope.type, time=envelope.time, correlationid=envelope.correlationid,
+            data=envelope.data))
+
+    @staticmethod
+    def _when_cluster_registered(tx, data, envelope) -> None:
+        tx.execute(insert(clusters).values(
+            key=data["cluster_name"].lower(), name=data["cluster_name"], status=data["status"],
+            task_status=None, driver=data["driver"], target=data["target"]))
+
+    @staticmethod
+    def _when_cluster_status_changes(tx, data, envelope) -> None:
+        values = {"status": data["status"]}
+        if "task_status" in data:  # set by ClusterLocked, cleared by ClusterUnlocked
+            values["task_status"] = data["task_status"]
+        tx.execute(update(clusters).where(clusters.c.key == data["cluster_name"].lower())
+                   .values(**values))
+
+    @staticmethod
+    def _when_snapshot_started(tx, data, envelope) -> None:
+        tx.execute(insert(snapshots).values(
+            key=data["snapshot_name"].lower(), name=data["snapshot_name"],
+            cluster_name=data["cluster_name"], status="Creating",
+            snapshot_type=data["snapshot_type"], description=data["description"],
+            started_at=envelope.time, sequence=int(envelope.sequence)))
+
+    @staticmethod
+    def _when_snapshot_completed(tx, data, envelope) -> None:
+        _update_snapshot(tx, data, status="Available", size_bytes=data["size_bytes"],
+                         started_at=datetime.fromisoformat(data["started_at"]),
+                         finished_at=datetime.fromisoformat(data["finished_at"]),
+                         warning=data.get("warning"))
+
+    @staticmethod
+    def _when_snapshot_failed(tx, data, envelope) -> None:
+        _update_snapshot(tx, data, status="Failed", failure_reason=data["reason"],
+                         finished_at=envelope.time)
+
+    @staticmethod
+    def _when_snapshot_deleted(tx, data, envelope) -> None:
+        tx.execute(delete(snapshots).where(snapshots.c.key == data["snapshot_name"].lower()))
+
+    @staticmethod
+    def _when_snapshot_status_is(status: str) -> Callable:
+        def handler(tx, data, envelope) -> None:
+            _update_snapshot(tx, data, status=status)
+        return handler
+
+
+def _update_snapshot(tx, data, **values) -> None:
+    tx.execute(update(snapshots).where(snapshots.c.key == data["snapshot_name"].lower())
+               .values(**values))

@@ -1,0 +1,116 @@
+"""`snapshotctl up` (one machine, every part as its own process) and the replay jobs."""
+
+import asyncio
+import logging
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+from events.commands import RegisterCluster
+from services.snapshots import bootstrap
+from services.snapshots.broker import EmbeddedBroker, is_listening
+from services.snapshots.client import publish_command
+from services.snapshots.published import to_envelopes
+from services.snapshots.relay import new_producer, publish
+from services.snapshots.settings import Settings
+from services.snapshots.worker import prepare_topics
+
+log = logging.getLogger("snapshotctl")
+PARTS = ("service", "projection", "api")
+DEMO_REGISTRATION_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:dws-snapshots:register:dws-demo"))
+
+
+def up(settings: Settings) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s snapshotctl: %(message)s")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker = _start_broker_if_absent(settings)
+    children: list[subprocess.Popen] = []
+    stopping = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.append(True))
+    try:
+        asyncio.run(prepare_topics(settings))
+        asyncio.run(_register_demo_cluster_on_empty_store(settings))
+        children = [_spawn(part) for part in PARTS]
+        log.info("up: API on http://%s:%d, data in %s (Ctrl-C stops)",
+                 settings.http_host, settings.http_port, settings.data_dir.resolve())
+        while not stopping:
+            if any(child.poll() is not None for child in children):
+                log.error("a part stopped unexpectedly; stopping the rest")
+                return 1
+            time.sleep(0.3)
+        return 0
+    finally:
+        _stop(children)
+        if broker:
+            broker.stop()
+        log.info("stopped")
+
+
+def _start_broker_if_absent(settings: Settings) -> EmbeddedBroker | None:
+    if is_listening(settings.kafka_bootstrap_servers):
+        log.info("using the Kafka broker at %s", settings.kafka_bootstrap_servers)
+        return None
+    host, _, port = settings.kafka_bootstrap_servers.split(",")[0].rpartition(":")
+    broker = EmbeddedBroker(host or "127.0.0.1", int(port), settings.data_dir / "broker.log").start()
+    log.info("started the embedded broker at %s", broker.bootstrap_servers)
+    return broker
+
+
+async def _register_demo_cluster_on_empty_store(settings: Settings) -> None:
+    app = bootstrap.make_application(settings)
+    try:
+        if app.recorder.max_notification_id():
+            return
+    finally:
+        app.close()
+    demo = bootstrap.ensure_demo_cluster(settings)
+    command = RegisterCluster(cluster_name=demo.name, driver="sqlite", target=str(demo.path))
+    await publish_command(settings.kafka_bootstrap_servers, settings.commands_topic, command,
+                          DEMO_REGISTRATION_ID)
+    log.info("registering the demo cluster %s (%s)", demo.name, demo.path)
+
+
+def _spawn(part: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "services.snapshots", part],
+                            start_new_session=True)
+
+
+def _stop(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def stored_envelopes(app, settings: Settings, batch_size: int = 1000):
+    """Every published event in the store, in notification order."""
+    start = 1
+    while batch := app.recorder.select_notifications(start, batch_size):
+        yield from to_envelopes(app, batch, settings.service_id)
+        start = batch[-1].id + 1
+
+
+def rebuild_views(settings: Settings) -> int:
+    app = bootstrap.make_application(settings)
+    projection = bootstrap.make_projection(settings)
+    projection.reset()
+    return sum(projection.apply(envelope) for envelope in stored_envelopes(app, settings))
+
+
+async def republish(settings: Settings) -> int:
+    app = bootstrap.make_application(settings)
+    producer = new_producer(settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        return await publish(producer, settings.events_topic, stored_envelopes(app, settings))
+    finally:
+        await producer.stop()

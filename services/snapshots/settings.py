@@ -1,0 +1,49 @@
+"""Settings, read once from the environment (prefix SNAPSHOT_) by the composition root."""
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from events import topics
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Secrets are SecretStr and never logged or published."""
+
+    model_config = SettingsConfigDict(env_prefix="SNAPSHOT_", extra="ignore")
+
+    data_dir: Path = Path(".snapshot-data")
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    commands_topic: str = topics.COMMANDS
+    events_topic: str = topics.EVENTS
+    dlq_topic: str = topics.COMMANDS_DLQ
+    topic_partitions: int = 3
+    #: `sqlite` (a file under data_dir), `postgres` (event_store_dsn) or `popo` (memory).
+    event_store: str = Field("sqlite", pattern="^(sqlite|postgres|popo)$")
+    #: A PostgreSQL URL without the password, e.g. postgresql://postgres@127.0.0.1:5432/snapshots
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/snapshots"
+    postgres_password: SecretStr | None = None
+    relay_batch_size: int = 500
+    relay_idle_seconds: float = 0.05
+    snapshot_timeout_seconds: float = 3600.0
+    service_id: str = "dws-snapshots"
+
+    @property
+    def event_store_path(self) -> Path:
+        return self.data_dir / "events.sqlite"
+
+    @property
+    def view_path(self) -> Path:
+        return self.data_dir / "views.sqlite"
+
+    @property
+    def snapshot_repository(self) -> Path:
+        return self.data_dir / "snapshots"
+
+    @property
+    def demo_cluster_path(self) -> Path:
+        return self.data_dir / "clusters" / "dws-demo.sqlite"

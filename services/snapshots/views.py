@@ -1,0 +1,131 @@
+"""The read side: tables of the snapshot list and cluster list, and the queries on them.
+
+Written only by the projection; read by the HTTP API. SQLite file by default, the
+PostgreSQL database of the event store when that is configured."""
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (JSON, BigInteger, Column, DateTime, Engine, Integer, MetaData,
+                        String, Table, Text, create_engine, func, select)
+
+metadata = MetaData()
+
+snapshots = Table(
+    "view_snapshots", metadata,
+    Column("key", String(64), primary_key=True),  # lower-cased name: names are case-insensitive
+    Column("name", String(64), nullable=False),
+    Column("cluster_name", String(256), nullable=False, index=True),
+    Column("status", String(32), nullable=False, index=True),
+    Column("snapshot_type", String(32), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("size_bytes", BigInteger),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("failure_reason", Text),
+    Column("warning", Text),
+    Column("sequence", BigInteger, nullable=False),
+)
+
+clusters = Table(
+    "view_clusters", metadata,
+    Column("key", String(256), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("task_status", String(64)),
+    Column("driver", String(32), nullable=False),
+    Column("target", Text, nullable=False),
+)
+
+history = Table(
+    "view_history", metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("sequence", BigInteger, nullable=False, index=True),
+    Column("cluster_key", String(256), nullable=False, index=True),
+    Column("snapshot_key", String(64), index=True),
+    Column("type", String(64), nullable=False),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("correlationid", String(256)),
+    Column("data", JSON, nullable=False),
+)
+
+#: Per-cluster position: the highest event `sequence` applied for that Kafka key. Events
+#: of one cluster arrive in order on one partition, so anything at or below it is a
+#: redelivery or a re-publish and is skipped. Written in the same transaction as the view.
+positions = Table(
+    "view_positions", metadata,
+    Column("cluster_key", String(256), primary_key=True),
+    Column("sequence", BigInteger, nullable=False),
+)
+
+SNAPSHOT_FIELDS = ("name", "cluster_name", "status", "snapshot_type", "description",
+                   "size_bytes", "started_at", "finished_at", "failure_reason", "warning")
+CLUSTER_FIELDS = ("name", "status", "task_status", "driver", "target")
+
+
+def connect(url: str) -> Engine:
+    engine = create_engine(url, pool_pre_ping=True)
+    metadata.create_all(engine)
+    return engine
+
+
+def list_snapshots(engine: Engine, cluster: str | None = None, status: str | None = None,
+                   limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
+    query = select(*(snapshots.c[f] for f in SNAPSHOT_FIELDS))
+    counting = select(func.count()).select_from(snapshots)
+    for column, value in ((snapshots.c.cluster_name, cluster), (snapshots.c.status, status)):
+        if value is not None:
+            query, counting = query.where(column == value), counting.where(column == value)
+    query = query.order_by(snapshots.c.sequence.desc()).limit(limit).offset(offset)
+    with engine.connect() as connection:
+        rows = [_snapshot(row) for row in connection.execute(query).mappings()]
+        return rows, connection.execute(counting).scalar_one()
+
+
+def get_snapshot(engine: Engine, name: str) -> dict | None:
+    query = select(*(snapshots.c[f] for f in SNAPSHOT_FIELDS)).where(snapshots.c.key == name.lower())
+    with engine.connect() as connection:
+        row = connection.execute(query).mappings().first()
+    return _snapshot(row) if row else None
+
+
+def snapshot_history(engine: Engine, name: str) -> list[dict]:
+    query = (select(history).where(history.c.snapshot_key == name.lower())
+             .order_by(history.c.sequence))
+    with engine.connect() as connection:
+        return [_event(row) for row in connection.execute(query).mappings()]
+
+
+def list_clusters(engine: Engine, status: str | None = None) -> list[dict]:
+    query = select(*(clusters.c[f] for f in CLUSTER_FIELDS)).order_by(clusters.c.key)
+    if status is not None:
+        query = query.where(clusters.c.status == status)
+    with engine.connect() as connection:
+        return [dict(row) for row in connection.execute(query).mappings()]
+
+
+def get_cluster(engine: Engine, name: str) -> dict | None:
+    query = select(*(clusters.c[f] for f in CLUSTER_FIELDS)).where(clusters.c.key == name.lower())
+    with engine.connect() as connection:
+        row = connection.execute(query).mappings().first()
+    return dict(row) if row else None
+
+
+def _snapshot(row) -> dict:
+    item = dict(row)
+    for field in ("started_at", "finished_at"):
+        item[field] = _iso(item[field])
+    return item
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # SQLite keeps no zone; everything is stored in UTC
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.isoformat()
+
+
+def _event(row) -> dict:
+    return {"id": row["event_id"], "type": row["type"], "time": _iso(row["time"]),
+            "sequence": row["sequence"], "correlationid": row["correlationid"],
+            "data": row["data"]}

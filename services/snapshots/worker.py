@@ -1,0 +1,102 @@
+"""The faust workers. Run with `snapshotctl service` and `snapshotctl projection`
+(or everything at once with `snapshotctl up`).
+
+The service worker consumes `snapshot.commands` (agent `handle_snapshot_commands`),
+runs snapshot workflows, and relays the event store to `snapshot.events`. The
+projection worker consumes `snapshot.events` into the views (agent
+`project_status_events`). Each is its own consumer group, so each scales on its own."""
+
+import asyncio
+import logging
+
+import faust
+
+from events.codec import Undecodable, decode
+from services.snapshots import bootstrap
+from services.snapshots.intake import CommandIntake
+from services.snapshots.relay import Relay, SharedProducer
+from services.snapshots.settings import Settings
+from services.snapshots.topics import ensure_topics
+from services.snapshots.workflow import SnapshotWorkflow
+
+log = logging.getLogger(__name__)
+
+
+def _faust_app(settings: Settings, app_id: str) -> faust.App:
+    datadir = settings.data_dir / "faust" / app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        app_id, broker=f"kafka://{settings.kafka_bootstrap_servers}", store="memory://",
+        datadir=str(datadir), web_enabled=False,
+        topic_partitions=settings.topic_partitions, topic_replication_factor=1,
+        producer_acks=-1, producer_enable_idempotence=False,
+        consumer_auto_offset_reset="earliest", broker_commit_interval=0.5)
+
+
+def _raw_topic(app: faust.App, name: str, partitions: int):
+    return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
+
+
+def create_service_worker(settings: Settings) -> faust.App:
+    app = _faust_app(settings, settings.service_id)
+    commands = _raw_topic(app, settings.commands_topic, settings.topic_partitions)
+    snapshots = bootstrap.make_application(settings)
+    workflow = SnapshotWorkflow(snapshots, bootstrap.make_drivers(settings),
+                                settings.snapshot_repository, settings.snapshot_timeout_seconds)
+    producer = SharedProducer(settings.kafka_bootstrap_servers)
+
+    async def dead_letter(value, key, headers):
+        await (await producer.get()).send_and_wait(settings.dlq_topic, value, key=key, headers=headers)
+
+    intake = CommandIntake(snapshots, workflow, dead_letter)
+    relay = Relay(snapshots, producer, settings.events_topic, settings.service_id,
+                  settings.relay_batch_size)
+
+    @app.agent(commands)
+    async def handle_snapshot_commands(stream):
+        async for record in stream.events():
+            try:
+                await intake.receive(record.value, record.key)
+            except Exception:  # the store is down, say: log, keep the worker alive
+                log.exception("command at %s:%s could not be handled",
+                              record.message.partition, record.message.offset)
+
+    @app.task
+    async def relay_stored_events():
+        try:
+            resumed = workflow.resume_interrupted()
+            if resumed:
+                log.info("resumed %d interrupted snapshot workflows", resumed)
+            await relay.run(settings.relay_idle_seconds)
+        finally:
+            await producer.stop()
+
+    return app
+
+
+def create_projection_worker(settings: Settings) -> faust.App:
+    app = _faust_app(settings, settings.service_id + "-projection")
+    events = _raw_topic(app, settings.events_topic, settings.topic_partitions)
+    projection = bootstrap.make_projection(settings)
+
+    @app.agent(events)
+    async def project_status_events(stream):
+        async for record in stream.events():
+            try:
+                projection.apply(decode(record.value))
+            except Undecodable as error:
+                log.warning("skipping an undecodable status event: %s", error)
+
+    return app
+
+
+async def prepare_topics(settings: Settings) -> None:
+    await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_partitions,
+                        [settings.commands_topic, settings.events_topic, settings.dlq_topic])
+
+
+def run(app: faust.App, settings: Settings, loglevel: str = "info") -> None:
+    """Run a worker until SIGINT/SIGTERM; faust's Worker stops it cleanly."""
+    asyncio.run(prepare_topics(settings))
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
