@@ -4,8 +4,6 @@
 `parse_command` raises `CommandInvalid` with a SPEC rejection code for a decodable
 envelope whose type or data is wrong (those are answered with `CommandRejected`)."""
 
-import json
-
 from pydantic import BaseModel, ValidationError
 
 from events.commands import COMMAND_TYPES, Command
@@ -68,7 +66,3 @@ def _first_error(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first.get("loc", ())) or "message"
     return f"{where}: {first.get('msg', 'invalid')}"[:500]
-
-
-def dumps(value) -> str:
-    return json.dumps(value, sort_keys=True, default=str)

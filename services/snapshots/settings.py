@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     events_topic: str = topics.EVENTS
     dlq_topic: str = topics.COMMANDS_DLQ
     topic_partitions: int = 3
+    broker_session_timeout_seconds: float = 10.0
+    broker_rebalance_timeout_seconds: float = 6.0
     #: `sqlite` (a file under data_dir), `postgres` (event_store_dsn) or `popo` (memory).
     event_store: str = Field("sqlite", pattern="^(sqlite|postgres|popo)$")
     #: A PostgreSQL URL without the password, e.g. postgresql://postgres@127.0.0.1:5432/snapshots

@@ -30,7 +30,12 @@ def _faust_app(settings: Settings, app_id: str) -> faust.App:
         datadir=str(datadir), web_enabled=False,
         topic_partitions=settings.topic_partitions, topic_replication_factor=1,
         producer_acks=-1, producer_enable_idempotence=False,
-        consumer_auto_offset_reset="earliest", broker_commit_interval=0.5)
+        consumer_auto_offset_reset="earliest", broker_commit_interval=0.5,
+        # A consumer joins a group in about half the rebalance timeout on Tansu; the
+        # workflow's blocking I/O runs in threads, so short timeouts are safe.
+        broker_session_timeout=settings.broker_session_timeout_seconds,
+        broker_rebalance_timeout=settings.broker_rebalance_timeout_seconds,
+        broker_heartbeat_interval=1.0)
 
 
 def _raw_topic(app: faust.App, name: str, partitions: int):
