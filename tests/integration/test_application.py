@@ -1,0 +1,120 @@
+"""The application's behaviour, the same scenarios on every event store it supports:
+in memory (POPO), a SQLite file, and the local PostgreSQL server."""
+
+import pytest
+
+from events.commands import (CreateSnapshotRequested, RegisterCluster, ReportClusterStatus,
+                             RestartClusterRequested)
+from services.snapshots import bootstrap
+from services.snapshots.settings import Settings
+from tests.conftest import postgres_dsn
+
+
+def stored_types(app) -> list[str]:
+    return [type(app.mapper.to_domain_event(n)).__name__
+            for n in app.recorder.select_notifications(1, 1000)]
+
+
+def rejections(app) -> list[str]:
+    return [app.mapper.to_domain_event(n).code for n in app.recorder.select_notifications(1, 1000)
+            if n.topic.endswith("CommandRejected")]
+
+
+class ApplicationScenarios:
+    @pytest.fixture
+    def settings(self, tmp_path) -> Settings:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def app(self, settings):
+        application = bootstrap.make_application(settings)
+        application.handle("reg-1", RegisterCluster(cluster_name="dws-prod-1", driver="sqlite",
+                                                    target="/data/prod.sqlite"))
+        yield application
+        application.close()
+
+    def test_a_snapshot_request_locks_the_cluster_and_starts_the_snapshot(self, app):
+        outcome = app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        assert outcome == "accepted"
+        assert stored_types(app)[-2:] == ["ClusterLocked", "SnapshotStarted"]
+        assert app.get_snapshot("NIGHTLY-01").status == "Creating"
+
+    def test_the_same_command_id_twice_has_one_effect(self, app):
+        command = CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01")
+        assert app.handle("c1", command) == "accepted"
+        assert app.handle("c1", command) == "duplicate"
+        assert stored_types(app).count("SnapshotStarted") == 1
+        assert rejections(app) == []
+
+    def test_a_duplicate_name_in_other_case_is_rejected_once(self, app):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="Nightly-01"))
+        app.complete_snapshot("dws-prod-1", 10, None)
+        assert app.handle("c2", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01")) == "rejected"
+        assert rejections(app) == ["duplicate_snapshot_name"]
+
+    def test_completion_makes_the_snapshot_available_and_unlocks_to_the_prior_status(self, app):
+        app.handle("s1", ReportClusterStatus(cluster_name="dws-prod-1", status="Low performance"))
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        app.make_read_only("dws-prod-1")
+        app.complete_snapshot("dws-prod-1", 4096, None)
+        cluster = app.get_cluster("dws-prod-1")
+        assert (cluster.status, cluster.task_status) == ("Low performance", None)
+        assert (app.get_snapshot("nightly-01").status, app.get_snapshot("nightly-01").size_bytes) == ("Available", 4096)
+
+    def test_a_failed_snapshot_keeps_its_reason_and_still_unlocks(self, app):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        app.fail_snapshot("dws-prod-1", "disk full")
+        assert app.get_snapshot("nightly-01").failure_reason == "disk full"
+        assert stored_types(app)[-2:] == ["SnapshotFailed", "ClusterUnlocked"]
+        assert app.get_cluster("dws-prod-1").status == "Available"
+
+    def test_restart_is_rejected_while_a_snapshot_is_created_and_allowed_after(self, app):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        assert app.handle("r1", RestartClusterRequested(cluster_name="dws-prod-1")) == "rejected"
+        app.complete_snapshot("dws-prod-1", 1, None)
+        assert app.handle("r2", RestartClusterRequested(cluster_name="dws-prod-1")) == "accepted"
+        assert rejections(app) == ["snapshot_in_progress"]
+
+    @pytest.mark.parametrize("command, code", [
+        (CreateSnapshotRequested(cluster_name="dws-nope-9", snapshot_name="nightly-01"), "unknown_cluster"),
+        (CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="1bad"), "invalid_snapshot_name"),
+        (CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="good-1", description="a=b"), "invalid_description"),
+        (RegisterCluster(cluster_name="DWS-PROD-1", driver="sqlite", target="/x"), "duplicate_cluster_name"),
+        (RegisterCluster(cluster_name="dws-prod-2", driver="postgres", target="postgresql://u:pw@h/db"), "secret_in_command"),
+    ])
+    def test_each_refused_command_leaves_exactly_one_rejection_with_its_code(self, app, command, code):
+        assert app.handle("bad-1", command) == "rejected"
+        assert rejections(app) == [code]
+
+    def test_an_unavailable_cluster_is_not_ready_for_a_snapshot(self, app):
+        app.handle("s1", ReportClusterStatus(cluster_name="dws-prod-1", status="Unavailable"))
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        assert rejections(app) == ["cluster_not_ready"]
+
+    def test_interrupted_workflows_are_found_from_the_store(self, app):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        assert [c.cluster_name for c in app.clusters_creating_snapshots()] == ["dws-prod-1"]
+
+
+class TestOnPOPO(ApplicationScenarios):
+    @pytest.fixture
+    def settings(self, tmp_path):
+        return Settings(event_store="popo", data_dir=tmp_path)
+
+
+class TestOnSQLite(ApplicationScenarios):
+    @pytest.fixture
+    def settings(self, tmp_path):
+        return Settings(event_store="sqlite", data_dir=tmp_path)
+
+    def test_state_survives_reopening_the_file(self, app, settings):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        reopened = bootstrap.make_application(settings)
+        assert reopened.get_cluster("dws-prod-1").task_status == "Creating snapshot"
+
+
+class TestOnPostgreSQL(ApplicationScenarios):
+    @pytest.fixture
+    def settings(self, tmp_path, postgres_database):
+        return Settings(event_store="postgres", postgres_dsn=postgres_dsn(postgres_database),
+                        data_dir=tmp_path)
