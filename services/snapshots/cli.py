@@ -20,7 +20,8 @@ from services.snapshots.settings import Settings
 
 cli = typer.Typer(help="dws-snapshots: the snapshot control plane for warehouse clusters.",
                   no_args_is_help=True, add_completion=False)
-console = Console()
+# Piped output is not cut to 80 columns: names and reasons stay whole for grep and scripts.
+console = Console(width=None if sys.stdout.isatty() else 250)
 
 
 def fail(reason: str, code: int = 1) -> None:

@@ -1,0 +1,106 @@
+"""The real processes of dws-snapshots, started as a user would, and a client of them."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from events.envelope import Envelope
+from services.snapshots.broker import free_port
+from services.snapshots.client import EventFollower
+from services.snapshots.relay import new_producer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def snapshotctl(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services.snapshots", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+class RunningSystem:
+    """`snapshotctl service`, `projection` and `api` as processes on a shared broker."""
+
+    def __init__(self, bootstrap_servers: str, data_dir: Path, **settings: str):
+        self.bootstrap_servers = bootstrap_servers
+        self.data_dir = data_dir
+        self.http_port = free_port()
+        self.env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+                    "SNAPSHOT_DATA_DIR": str(data_dir), "SNAPSHOT_HTTP_PORT": str(self.http_port),
+                    **{f"SNAPSHOT_{k.upper()}": v for k, v in settings.items()}}
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> "RunningSystem":
+        for part in ("service", "projection", "api"):
+            log = open(self.data_dir / f"{part}.log", "ab")
+            self.processes[part] = subprocess.Popen(
+                [sys.executable, "-m", "services.snapshots", part], env=self.env, cwd=ROOT,
+                stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def log(self, part: str) -> str:
+        return (self.data_dir / f"{part}.log").read_text(errors="replace")
+
+    def get(self, path: str, **params) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.http_port}{path}", params=params, timeout=10)
+
+    def wait_for_api(self, path: str, predicate, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = self.get(path)
+                if predicate(last):
+                    return last
+            except httpx.HTTPError as error:
+                last = error
+            time.sleep(0.2)
+        raise AssertionError(f"GET {path} never satisfied the check; last answer: "
+                             f"{getattr(last, 'text', last)}")
+
+    async def send(self, type_: str, data: dict, command_id: str | None = None,
+                   key: str | None = None) -> str:
+        envelope = Envelope(id=command_id or str(uuid.uuid4()), type=type_, source="e2e-test",
+                            subject=data.get("cluster_name"), data=data)
+        await self.send_raw(envelope.model_dump_json().encode(), key or data.get("cluster_name", "x"))
+        return envelope.id
+
+    async def send_raw(self, value: bytes, key: str = "x", topic: str = "snapshot.commands") -> None:
+        producer: AIOKafkaProducer = new_producer(self.bootstrap_servers)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, value, key=key.encode())
+        finally:
+            await producer.stop()
+
+    async def events_of(self, command_id: str, last: str, timeout: float = 30.0) -> list[Envelope]:
+        """Every status event caused by a command, up to one of type `last`."""
+        found = []
+        async with EventFollower(self.bootstrap_servers, "snapshot.events", True) as follower:
+            async def collect():
+                async for envelope in follower.events():
+                    if envelope.correlationid == command_id:
+                        found.append(envelope)
+                        if envelope.type == last:
+                            return
+            try:
+                await asyncio.wait_for(collect(), timeout)
+            except asyncio.TimeoutError:
+                raise AssertionError(f"no {last} for {command_id} within {timeout} s; saw "
+                                     f"{[e.type for e in found]}") from None
+        return found
