@@ -20,6 +20,7 @@ from services.snapshots.domain import (
     DuplicateSnapshotName,
     Snapshot,
     UnknownCluster,
+    UnknownSnapshot,
     check_description,
     check_snapshot_name,
     cluster_id,
@@ -103,6 +104,18 @@ class SnapshotsApplication(Application):
                                   _now(), command_id)
         return [cluster, snapshot]
 
+    def _RestoreSnapshotRequested(self, cmd: c.RestoreSnapshotRequested, command_id: str):
+        snapshot = self.get_snapshot_of(cmd.cluster_name, cmd.snapshot_name)
+        if self._find(cluster_id(cmd.target_cluster_name)) is not None:
+            raise DuplicateClusterName(f"cluster {cmd.target_cluster_name!r} already exists")
+        snapshot.start_restore(cmd.target_cluster_name, command_id)
+        return [snapshot]
+
+    def _DeleteSnapshotRequested(self, cmd: c.DeleteSnapshotRequested, command_id: str):
+        snapshot = self.get_snapshot_of(cmd.cluster_name, cmd.snapshot_name)
+        snapshot.delete(command_id)
+        return [snapshot]
+
     # Workflow steps (called by the workflow, not by commands).
 
     def make_read_only(self, cluster_name: str) -> Cluster:
@@ -112,10 +125,11 @@ class SnapshotsApplication(Application):
         self.save(cluster)
         return cluster
 
-    def complete_snapshot(self, cluster_name: str, size_bytes: int, warning: str | None) -> None:
+    def complete_snapshot(self, cluster_name: str, size_bytes: int, warning: str | None,
+                          sha256: str = "") -> None:
         cluster = self.get_cluster(cluster_name)
         snapshot = self.get_snapshot(cluster.snapshot_name)
-        snapshot.complete(size_bytes, _now(), warning)
+        snapshot.complete(size_bytes, sha256, _now(), warning)
         cluster.unlock(snapshot.command_id)
         self.save(snapshot, cluster)
 
@@ -126,7 +140,27 @@ class SnapshotsApplication(Application):
         cluster.unlock(snapshot.command_id)
         self.save(snapshot, cluster)
 
+    def complete_restore(self, snapshot_name: str, driver: str, target: str) -> None:
+        snapshot = self.get_snapshot(snapshot_name)
+        snapshot.complete_restore()
+        restored = Cluster.register(snapshot.restore_target, driver, target, snapshot.restore_command_id)
+        try:
+            self.save(snapshot, restored)
+        except IntegrityError:  # the name was taken while the restore ran
+            self.fail_restore(snapshot_name, f"cluster {snapshot.restore_target!r} already exists")
+
+    def fail_restore(self, snapshot_name: str, reason: str) -> None:
+        snapshot = self.get_snapshot(snapshot_name)
+        snapshot.fail_restore(reason[:1000])
+        self.save(snapshot)
+
     # Queries.
+
+    def get_snapshot_of(self, cluster_name: str, snapshot_name: str) -> Snapshot:
+        snapshot = self._find(snapshot_id(snapshot_name))
+        if snapshot is None or snapshot.deleted or snapshot.cluster_name.lower() != cluster_name.lower():
+            raise UnknownSnapshot(f"cluster {cluster_name!r} has no snapshot {snapshot_name!r}")
+        return snapshot
 
     def get_cluster(self, cluster_name: str) -> Cluster:
         cluster = self._find(cluster_id(cluster_name))
@@ -139,13 +173,18 @@ class SnapshotsApplication(Application):
 
     def clusters_creating_snapshots(self) -> Iterator[Cluster]:
         """Clusters left locked by an interrupted workflow (read at start-up)."""
-        topic = get_topic(Cluster.ClusterRegistered)
+        return (c for c in self._all(Cluster.ClusterRegistered) if c.is_creating_snapshot)
+
+    def snapshots_restoring(self) -> Iterator[Snapshot]:
+        """Snapshots left Restoring by an interrupted restore (read at start-up)."""
+        return (s for s in self._all(Snapshot.SnapshotStarted) if s.status == "Restoring")
+
+    def _all(self, created_event_class) -> Iterator:
+        topic = get_topic(created_event_class)
         start = 1
         while batch := self.recorder.select_notifications(start, 500, topics=[topic]):
             for notification in batch:
-                cluster = self.repository.get(notification.originator_id)
-                if cluster.is_creating_snapshot:
-                    yield cluster
+                yield self.repository.get(notification.originator_id)
             start = batch[-1].id + 1
 
     def _find(self, aggregate_id):

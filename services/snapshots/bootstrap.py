@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from services.snapshots import views
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.drivers import ClusterDriver, SQLiteDriver
+from services.snapshots.drivers.postgres import PostgresDriver
 from services.snapshots.projection import Projection
 from services.snapshots.settings import Settings
 
@@ -52,7 +53,9 @@ def make_application(settings: Settings) -> SnapshotsApplication:
 
 
 def make_drivers(settings: Settings) -> dict[str, ClusterDriver]:
-    return {"sqlite": SQLiteDriver()}
+    passwords = {target: secret.get_secret_value() for target, secret in settings.cluster_passwords.items()}
+    return {"sqlite": SQLiteDriver(settings.clusters_dir),
+            "postgres": PostgresDriver(passwords, settings.freeze_lock_timeout_seconds)}
 
 
 def make_view_engine(settings: Settings) -> Engine:

@@ -139,7 +139,11 @@ class Snapshot(Aggregate):
         self.command_id = command_id
         self.status = "Creating"
         self.size_bytes: int | None = None
+        self.sha256: str | None = None
         self.failure_reason: str | None = None
+        self.restore_target: str | None = None
+        self.restore_command_id: str | None = None
+        self.deleted = False
 
     @classmethod
     def start(cls, cluster_name, snapshot_name, description, started_at, command_id) -> "Snapshot":
@@ -149,15 +153,16 @@ class Snapshot(Aggregate):
                    description=description, snapshot_type="Manual",
                    started_at=started_at, command_id=command_id)
 
-    def complete(self, size_bytes: int, finished_at: datetime, warning: str | None) -> None:
-        self._complete(self.cluster_name, self.snapshot_name, size_bytes, self.started_at,
+    def complete(self, size_bytes: int, sha256: str, finished_at: datetime, warning: str | None) -> None:
+        self._complete(self.cluster_name, self.snapshot_name, size_bytes, sha256, self.started_at,
                        finished_at, warning, self.command_id)
 
     @event("SnapshotCompleted")
-    def _complete(self, cluster_name, snapshot_name, size_bytes, started_at, finished_at,
+    def _complete(self, cluster_name, snapshot_name, size_bytes, sha256, started_at, finished_at,
                   warning, command_id):
         self.status = "Available"
         self.size_bytes = size_bytes
+        self.sha256 = sha256
 
     def fail(self, reason: str, finished_at: datetime) -> None:
         self._fail(self.cluster_name, self.snapshot_name, reason, finished_at, self.command_id)
@@ -166,6 +171,45 @@ class Snapshot(Aggregate):
     def _fail(self, cluster_name, snapshot_name, reason, finished_at, command_id):
         self.status = "Failed"
         self.failure_reason = reason
+
+    def start_restore(self, target_cluster_name: str, command_id: str) -> None:
+        if self.status != "Available":
+            raise SnapshotNotAvailable(
+                f"snapshot {self.snapshot_name!r} is {self.status}; only an Available one can be restored")
+        check_cluster_name(target_cluster_name)
+        self._start_restore(self.cluster_name, self.snapshot_name, target_cluster_name, command_id)
+
+    @event("RestoreStarted")
+    def _start_restore(self, cluster_name, snapshot_name, target_cluster_name, command_id):
+        self.status = "Restoring"
+        self.restore_target = target_cluster_name
+        self.restore_command_id = command_id
+
+    def complete_restore(self) -> None:
+        self._complete_restore(self.cluster_name, self.snapshot_name, self.restore_target,
+                               self.restore_command_id)
+
+    @event("RestoreCompleted")
+    def _complete_restore(self, cluster_name, snapshot_name, target_cluster_name, command_id):
+        self.status = "Available"
+
+    def fail_restore(self, reason: str) -> None:
+        self._fail_restore(self.cluster_name, self.snapshot_name, self.restore_target, reason,
+                           self.restore_command_id)
+
+    @event("RestoreFailed")
+    def _fail_restore(self, cluster_name, snapshot_name, target_cluster_name, reason, command_id):
+        self.status = "Available"
+
+    def delete(self, command_id: str) -> None:
+        if self.status not in ("Available", "Failed"):
+            raise SnapshotBusy(f"snapshot {self.snapshot_name!r} is {self.status}; it can be "
+                               "deleted once it is Available or Failed")
+        self._delete(self.cluster_name, self.snapshot_name, command_id)
+
+    @event("SnapshotDeleted")
+    def _delete(self, cluster_name, snapshot_name, command_id):
+        self.deleted = True
 
 
 class CommandRecord(Aggregate):
@@ -272,3 +316,11 @@ class SnapshotInProgress(CommandNotAccepted):
 
 class SecretInCommand(CommandNotAccepted):
     code = "secret_in_command"
+
+
+class SnapshotNotAvailable(CommandNotAccepted):
+    code = "snapshot_not_available"
+
+
+class SnapshotBusy(CommandNotAccepted):
+    code = "snapshot_busy"

@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 
 from events import topics
 from events.codec import CommandInvalid, Undecodable, decode, parse_command
-from events.commands import CreateSnapshotRequested
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.workflow import SnapshotWorkflow
 
@@ -41,8 +40,8 @@ class CommandIntake:
                                             invalid.code, invalid.reason)
         outcome = self._app.handle(envelope.id, command)
         log.info("command %s %s %s", envelope.id, envelope.type, outcome)
-        if isinstance(command, CreateSnapshotRequested) and outcome == "accepted":
-            self._workflow.start(command.cluster_name)
+        if outcome == "accepted":
+            self._workflow.on_accepted(command)
         return outcome
 
     async def _send_to_dlq(self, value: bytes | None, key: bytes | None, error: str) -> str:

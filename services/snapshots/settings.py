@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     relay_batch_size: int = 500
     relay_idle_seconds: float = 0.05
     snapshot_timeout_seconds: float = 3600.0
+    #: Passwords of `postgres` clusters, by registered target URL (JSON in the environment:
+    #: SNAPSHOT_CLUSTER_PASSWORDS='{"postgresql://dws@db:5432/wh": "..."}'); or use PGPASSFILE.
+    cluster_passwords: dict[str, SecretStr] = {}
+    freeze_lock_timeout_seconds: float = 10.0
     service_id: str = "dws-snapshots"
 
     @property
@@ -47,5 +51,10 @@ class Settings(BaseSettings):
         return self.data_dir / "snapshots"
 
     @property
+    def clusters_dir(self) -> Path:
+        """Where the sqlite driver keeps clusters it creates (the demo, restores)."""
+        return self.data_dir / "clusters"
+
+    @property
     def demo_cluster_path(self) -> Path:
-        return self.data_dir / "clusters" / "dws-demo.sqlite"
+        return self.clusters_dir / "dws-demo.sqlite"

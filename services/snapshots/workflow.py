@@ -1,13 +1,19 @@
-"""The snapshot workflow: lock → read-only → copy → complete (or fail) → unlock.
+"""The long-running workflows, driven by accepted commands and resumed from the store.
 
-Every step is first recorded in the event store, so the workflow is resumable: on
-start-up the worker finds clusters still `Creating snapshot` and runs them again from
-where the store says they are. Whatever the driver does, the cluster ends unlocked."""
+Snapshot: lock → read-only → copy → release → complete (or fail) → unlock. Restore:
+Restoring → driver restore → RestoreCompleted + the new cluster registered (or
+RestoreFailed). Every step is recorded in the event store before the next, so on
+start-up the worker finds clusters still `Creating snapshot` and snapshots still
+`Restoring` and runs them again. The driver's freeze is released *before* the outcome is
+recorded: a crash in between leaves a workflow that is resumed, never a cluster that the
+store calls unlocked but is still frozen."""
 
 import asyncio
 import logging
+import shutil
 from pathlib import Path
 
+from events import commands as c
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.drivers import ClusterDriver, DriverError
 
@@ -15,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class SnapshotWorkflow:
-    """Runs one workflow per cluster at a time, in the background of the command agent."""
+    """Runs at most one workflow per cluster (or snapshot) at a time, in the background."""
 
     def __init__(self, app: SnapshotsApplication, drivers: dict[str, ClusterDriver],
                  repository: Path, timeout_seconds: float):
@@ -25,23 +31,35 @@ class SnapshotWorkflow:
         self._timeout = timeout_seconds
         self._running: dict[str, asyncio.Task] = {}
 
+    def on_accepted(self, command: c.Command) -> None:
+        if isinstance(command, c.CreateSnapshotRequested):
+            self.start(command.cluster_name)
+        elif isinstance(command, c.RestoreSnapshotRequested):
+            self._spawn("restore:" + command.snapshot_name.lower(), self.restore(command.snapshot_name))
+        elif isinstance(command, c.DeleteSnapshotRequested):
+            shutil.rmtree(self.directory_of(command.cluster_name, command.snapshot_name), ignore_errors=True)
+
     def start(self, cluster_name: str) -> None:
-        key = cluster_name.lower()
-        if key not in self._running:
-            task = asyncio.create_task(self.run(cluster_name), name=f"snapshot:{key}")
-            self._running[key] = task
-            task.add_done_callback(lambda _: self._running.pop(key, None))
+        self._spawn("snapshot:" + cluster_name.lower(), self.run(cluster_name))
 
     def resume_interrupted(self) -> int:
         clusters = list(self._app.clusters_creating_snapshots())
         for cluster in clusters:
             log.info("resuming snapshot %s of %s", cluster.snapshot_name, cluster.cluster_name)
             self.start(cluster.cluster_name)
-        return len(clusters)
+        restoring = list(self._app.snapshots_restoring())
+        for snapshot in restoring:
+            log.info("resuming restore of %s", snapshot.snapshot_name)
+            self._spawn("restore:" + snapshot.snapshot_name.lower(), self.restore(snapshot.snapshot_name))
+        return len(clusters) + len(restoring)
 
     async def wait_idle(self) -> None:
         while self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    def directory_of(self, cluster_name: str, snapshot_name: str) -> Path:
+        # Both names passed the domain's name rule, so they are safe path components.
+        return self._repository / cluster_name.lower() / snapshot_name.lower()
 
     async def run(self, cluster_name: str) -> None:
         cluster = self._app.get_cluster(cluster_name)
@@ -50,25 +68,58 @@ class SnapshotWorkflow:
         try:
             files = await self._freeze_and_copy(cluster)
         except Exception as error:  # any failure must still unlock the cluster
-            reason = str(error) if isinstance(error, DriverError) else f"{type(error).__name__}: {error}"
+            reason = _reason(error)
             log.warning("snapshot of %s failed: %s", cluster_name, reason)
-            self._app.fail_snapshot(cluster_name, reason or type(error).__name__)
+            self._app.fail_snapshot(cluster_name, reason)
             return
-        self._app.complete_snapshot(cluster_name, files.size_bytes, files.warning)
+        self._app.complete_snapshot(cluster_name, files.size_bytes, files.warning, files.sha256)
+
+    async def restore(self, snapshot_name: str) -> None:
+        snapshot = self._app.get_snapshot(snapshot_name)
+        if snapshot.status != "Restoring":
+            return
+        source = self._app.get_cluster(snapshot.cluster_name)
+        try:
+            driver = self._driver(source.driver)
+            target = await asyncio.to_thread(
+                driver.restore, self.directory_of(source.cluster_name, snapshot.snapshot_name),
+                source.target, snapshot.restore_target, snapshot.sha256)
+        except Exception as error:
+            log.warning("restore of %s failed: %s", snapshot_name, _reason(error))
+            self._app.fail_restore(snapshot_name, _reason(error))
+            return
+        self._app.complete_restore(snapshot_name, source.driver, target)
+
+    def _spawn(self, key: str, work) -> None:
+        if key in self._running:
+            work.close()
+            return
+        task = asyncio.create_task(work, name=key)
+        self._running[key] = task
+        task.add_done_callback(lambda _: self._running.pop(key, None))
+
+    def _driver(self, name: str) -> ClusterDriver:
+        driver = self._drivers.get(name)
+        if driver is None:
+            raise DriverError(f"no driver {name!r} is configured on this service")
+        return driver
 
     async def _freeze_and_copy(self, cluster):
-        driver = self._drivers.get(cluster.driver)
-        if driver is None:
-            raise DriverError(f"no driver {cluster.driver!r} is configured on this service")
+        driver = self._driver(cluster.driver)
         frozen = await asyncio.to_thread(driver.freeze, cluster.target)
         try:
             if not cluster.read_only:
                 self._app.make_read_only(cluster.cluster_name)
-            directory = self._repository / cluster.cluster_name.lower() / cluster.snapshot_name.lower()
-            copying = asyncio.to_thread(frozen.copy_to, directory)
+            copying = asyncio.to_thread(frozen.copy_to, self.directory_of(cluster.cluster_name, cluster.snapshot_name))
             try:
                 return await asyncio.wait_for(copying, self._timeout)
             except TimeoutError:
                 raise DriverError(f"snapshot timed out after {self._timeout:g} s") from None
         finally:
             await asyncio.to_thread(frozen.release)
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, DriverError):
+        return str(error) or "driver error"
+    return f"{type(error).__name__}: {error}"

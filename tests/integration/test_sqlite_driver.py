@@ -1,4 +1,5 @@
-"""The embedded `sqlite` driver on real SQLite files: writes really refused, copy consistent."""
+"""The embedded `sqlite` driver on real SQLite files: writes really refused, copy
+consistent and verifiable, restore into a new file."""
 
 import sqlite3
 
@@ -6,6 +7,11 @@ import pytest
 
 from services.snapshots.demo import create_demo_warehouse
 from services.snapshots.drivers import DriverError, SQLiteDriver
+
+
+@pytest.fixture
+def driver(tmp_path):
+    return SQLiteDriver(tmp_path / "clusters", busy_timeout_seconds=0.2)
 
 
 @pytest.fixture
@@ -20,8 +26,13 @@ def write(path) -> None:
         db.execute("INSERT INTO customers (name, region) VALUES ('late', 'north')")
 
 
-def test_writes_are_refused_while_the_cluster_is_frozen(warehouse):
-    frozen = SQLiteDriver().freeze(str(warehouse))
+def rows(path, table="sales"):
+    with sqlite3.connect(path) as db:
+        return db.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+
+
+def test_writes_are_refused_while_the_cluster_is_frozen(driver, warehouse):
+    frozen = driver.freeze(str(warehouse))
     try:
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             write(warehouse)
@@ -29,36 +40,53 @@ def test_writes_are_refused_while_the_cluster_is_frozen(warehouse):
         frozen.release()
 
 
-def test_reads_go_on_while_the_cluster_is_frozen(warehouse):
-    frozen = SQLiteDriver().freeze(str(warehouse))
+def test_reads_go_on_while_the_cluster_is_frozen(driver, warehouse):
+    frozen = driver.freeze(str(warehouse))
     try:
-        with sqlite3.connect(warehouse) as db:
-            assert db.execute("SELECT count(*) FROM customers").fetchone() == (50,)
+        assert len(rows(warehouse, "customers")) == 50
     finally:
         frozen.release()
 
 
-def test_writes_succeed_again_after_release(warehouse):
-    SQLiteDriver().freeze(str(warehouse)).release()
+def test_writes_succeed_again_after_release(driver, warehouse):
+    driver.freeze(str(warehouse)).release()
     write(warehouse)
-    with sqlite3.connect(warehouse) as db:
-        assert db.execute("SELECT count(*) FROM customers").fetchone() == (51,)
+    assert len(rows(warehouse, "customers")) == 51
 
 
-def test_the_copy_holds_every_row_and_reports_its_size_and_digest(warehouse, tmp_path):
-    frozen = SQLiteDriver().freeze(str(warehouse))
+def test_the_copy_holds_every_row_and_a_manifest_with_size_digest_and_row_counts(driver, warehouse, tmp_path):
+    frozen = driver.freeze(str(warehouse))
     try:
         files = frozen.copy_to(tmp_path / "repo" / "nightly-01")
     finally:
         frozen.release()
-    with sqlite3.connect(files.path) as copy, sqlite3.connect(warehouse) as source:
-        for table in ("customers", "sales"):
-            query = f"SELECT * FROM {table} ORDER BY id"
-            assert copy.execute(query).fetchall() == source.execute(query).fetchall()
-    assert files.size_bytes == files.path.stat().st_size > 0
-    assert len(files.sha256) == 64
+    assert rows(files.directory / "cluster.sqlite") == rows(warehouse)
+    manifest = (files.directory / "manifest.json").read_text()
+    assert files.sha256 in manifest and '"sales": 200' in manifest
+    assert files.size_bytes == (files.directory / "cluster.sqlite").stat().st_size > 0
 
 
-def test_a_missing_database_file_is_a_driver_error(tmp_path):
+def test_a_restore_is_a_new_file_with_the_rows_at_snapshot_time(driver, warehouse, tmp_path):
+    frozen = driver.freeze(str(warehouse))
+    files = frozen.copy_to(tmp_path / "repo" / "nightly-01")
+    frozen.release()
+    at_snapshot = rows(warehouse, "customers")
+    write(warehouse)
+    target = driver.restore(files.directory, str(warehouse), "dws-copy", files.sha256)
+    assert rows(target, "customers") == at_snapshot != rows(warehouse, "customers")
+
+
+def test_a_snapshot_whose_file_was_altered_is_not_restored(driver, warehouse, tmp_path):
+    frozen = driver.freeze(str(warehouse))
+    files = frozen.copy_to(tmp_path / "repo" / "nightly-01")
+    frozen.release()
+    with open(files.directory / "cluster.sqlite", "r+b") as data:
+        data.seek(200)
+        data.write(b"tampered")
+    with pytest.raises(DriverError, match="do not match the manifest"):
+        driver.restore(files.directory, str(warehouse), "dws-copy")
+
+
+def test_a_missing_database_file_is_a_driver_error(driver, tmp_path):
     with pytest.raises(DriverError, match="does not exist"):
-        SQLiteDriver().freeze(str(tmp_path / "missing.sqlite"))
+        driver.freeze(str(tmp_path / "missing.sqlite"))
