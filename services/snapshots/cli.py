@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from events.commands import CreateSnapshotRequested, RegisterCluster
+from events.commands import (CreateSnapshotRequested, DeleteSnapshotRequested, RegisterCluster,
+                             RestoreSnapshotRequested)
 from services.snapshots import bootstrap, runner
 from services.snapshots.client import EventFollower, follow_command, publish_command
 from services.snapshots.settings import Settings
@@ -72,6 +73,21 @@ def create(cluster: str, name: str, description: str = typer.Option("", "--descr
     """Request a snapshot NAME of CLUSTER."""
     command = CreateSnapshotRequested(cluster_name=cluster, snapshot_name=name, description=description)
     _send(command, wait, timeout)
+
+
+@cli.command()
+def delete(cluster: str, name: str, wait: bool = typer.Option(False, "--wait"),
+           timeout: float = typer.Option(120.0)) -> None:
+    """Delete snapshot NAME of CLUSTER (Available or Failed) and its files."""
+    _send(DeleteSnapshotRequested(cluster_name=cluster, snapshot_name=name), wait, timeout)
+
+
+@cli.command()
+def restore(cluster: str, name: str, target_cluster: str,
+            wait: bool = typer.Option(False, "--wait"), timeout: float = typer.Option(3600.0)) -> None:
+    """Restore snapshot NAME of CLUSTER into a new cluster TARGET_CLUSTER."""
+    _send(RestoreSnapshotRequested(cluster_name=cluster, snapshot_name=name,
+                                   target_cluster_name=target_cluster), wait, timeout)
 
 
 @cli.command("register-cluster")
@@ -166,17 +182,21 @@ async def _publish_and_follow(settings, command, command_id, wait, timeout) -> s
     async with EventFollower(settings.kafka_bootstrap_servers, settings.events_topic) as follower:
         await publish_command(settings.kafka_bootstrap_servers, settings.commands_topic, command, command_id)
         typer.echo(f"sent {type(command).__name__} {command_id}")
-        return await asyncio.wait_for(_progress(follower, command_id), timeout)
+        return await asyncio.wait_for(_progress(follower, command_id, type(command).__name__), timeout)
 
 
-async def _progress(follower, command_id) -> str | None:
+async def _progress(follower, command_id, command_type) -> str | None:
     failure = None
-    async for envelope in follow_command(follower, command_id):
+    async for envelope in follow_command(follower, command_id, command_type):
         typer.echo(_describe(envelope))
         if envelope.type == "CommandRejected":
             return f"rejected ({envelope.data['code']}): {envelope.data['reason']}"
         if envelope.type == "SnapshotFailed":
             failure = f"snapshot failed: {envelope.data['reason']}"
+        if envelope.type == "RestoreFailed":
+            return f"restore failed: {envelope.data['reason']}"
+        if envelope.data.get("warning"):
+            typer.echo(f"warning: {envelope.data['warning']}", err=True)
     return failure
 
 
@@ -185,7 +205,7 @@ def _describe(envelope) -> str:
     subject = data.pop("cluster_name", "")
     if "snapshot_name" in data:
         subject += "/" + data.pop("snapshot_name")
-    details = " ".join(f"{k}={v}" for k, v in data.items() if v not in (None, ""))
+    details = " ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "") and k != "warning")
     return f"{envelope.time:%H:%M:%S} {envelope.type:<20} {subject} {details}".rstrip()
 
 

@@ -67,12 +67,26 @@ class EventFollower:
         await self.stop()
 
 
-async def follow_command(follower: EventFollower, command_id: str) -> AsyncIterator[Envelope]:
+#: The events that settle each command's outcome, besides CommandRejected. (A restore's
+#: new cluster is registered on its own partition, so its ClusterRegistered may be read
+#: before or after RestoreCompleted.)
+FINAL_EVENTS = {
+    "RegisterCluster": ("ClusterRegistered",),
+    "ReportClusterStatus": ("ClusterStatusChanged",),
+    "CreateSnapshotRequested": ("ClusterUnlocked",),
+    "RestartClusterRequested": ("ClusterRestarted",),
+    "DeleteSnapshotRequested": ("SnapshotDeleted",),
+    "RestoreSnapshotRequested": ("RestoreCompleted", "RestoreFailed"),
+}
+
+
+async def follow_command(follower: EventFollower, command_id: str,
+                         command_type: str) -> AsyncIterator[Envelope]:
     """The events a command caused, until its outcome is settled."""
+    final = ("CommandRejected", *FINAL_EVENTS.get(command_type, ()))
     async for envelope in follower.events():
         if envelope.correlationid != command_id:
             continue
         yield envelope
-        if envelope.type in ("CommandRejected", "ClusterUnlocked", "ClusterRegistered",
-                             "ClusterStatusChanged", "ClusterRestarted"):
+        if envelope.type in final:
             return

@@ -3,8 +3,8 @@ in memory (POPO), a SQLite file, and the local PostgreSQL server."""
 
 import pytest
 
-from events.commands import (CreateSnapshotRequested, RegisterCluster, ReportClusterStatus,
-                             RestartClusterRequested)
+from events.commands import (CreateSnapshotRequested, DeleteSnapshotRequested, RegisterCluster,
+                             ReportClusterStatus, RestartClusterRequested, RestoreSnapshotRequested)
 from services.snapshots import bootstrap
 from services.snapshots.settings import Settings
 from tests.conftest import postgres_dsn
@@ -90,6 +90,67 @@ class ApplicationScenarios:
         app.handle("s1", ReportClusterStatus(cluster_name="dws-prod-1", status="Unavailable"))
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
         assert rejections(app) == ["cluster_not_ready"]
+
+    def test_a_restore_marks_the_snapshot_restoring_then_registers_the_new_cluster(self, app):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        app.complete_snapshot("dws-prod-1", 10, None)
+        restore = RestoreSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01",
+                                           target_cluster_name="dws-copy-1")
+        assert app.handle("r1", restore) == "accepted"
+        assert app.get_snapshot("nightly-01").status == "Restoring"
+        assert [s.snapshot_name for s in app.snapshots_restoring()] == ["nightly-01"]
+        app.complete_restore("nightly-01", "sqlite", "/data/copy.sqlite")
+        assert app.get_snapshot("nightly-01").status == "Available"
+        assert app.get_cluster("dws-copy-1").target == "/data/copy.sqlite"
+        assert stored_types(app)[-2:] == ["RestoreCompleted", "ClusterRegistered"]
+
+    def test_a_failed_restore_returns_the_snapshot_to_available(self, app):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        app.complete_snapshot("dws-prod-1", 10, None)
+        app.handle("r1", RestoreSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01",
+                                                  target_cluster_name="dws-copy-1"))
+        app.fail_restore("nightly-01", "disk full")
+        assert app.get_snapshot("nightly-01").status == "Available"
+        assert stored_types(app)[-1] == "RestoreFailed"
+
+    @pytest.mark.parametrize("make, code", [
+        (lambda: None, "snapshot_not_available"),
+        (lambda: "nightly-02", "unknown_snapshot"),
+    ])
+    def test_only_an_existing_available_snapshot_can_be_restored(self, app, make, code):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        name = make() or "nightly-01"
+        app.handle("r1", RestoreSnapshotRequested(cluster_name="dws-prod-1", snapshot_name=name,
+                                                  target_cluster_name="dws-copy-1"))
+        assert rejections(app) == [code]
+
+    def test_a_restore_into_an_existing_cluster_name_is_rejected(self, app):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        app.complete_snapshot("dws-prod-1", 10, None)
+        app.handle("r1", RestoreSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01",
+                                                  target_cluster_name="DWS-PROD-1"))
+        assert rejections(app) == ["duplicate_cluster_name"]
+
+    def test_deleting_an_available_or_failed_snapshot_succeeds_and_it_is_gone(self, app):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        app.fail_snapshot("dws-prod-1", "disk full")
+        assert app.handle("d1", DeleteSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01")) == "accepted"
+        assert app.handle("d2", DeleteSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01")) == "rejected"
+        assert rejections(app) == ["unknown_snapshot"]
+
+    def test_deleting_a_snapshot_being_created_or_restored_is_rejected_busy(self, app):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        app.handle("d1", DeleteSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        app.complete_snapshot("dws-prod-1", 10, None)
+        app.handle("r1", RestoreSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01",
+                                                  target_cluster_name="dws-copy-1"))
+        app.handle("d2", DeleteSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        assert rejections(app) == ["snapshot_busy", "snapshot_busy"]
+
+    def test_a_snapshot_of_another_cluster_is_unknown_to_this_one(self, app):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        app.handle("d1", DeleteSnapshotRequested(cluster_name="dws-prod-9", snapshot_name="nightly-01"))
+        assert rejections(app) == ["unknown_snapshot"]
 
     def test_interrupted_workflows_are_found_from_the_store(self, app):
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
