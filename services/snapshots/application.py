@@ -38,22 +38,23 @@ class SnapshotsApplication(Application):
 
     name = "Snapshots"
 
-    def handle(self, command_id: str, command: c.Command) -> str:
+    def handle(self, command_id: str, command: c.Command, attempts: int = 5) -> str:
         """Apply a command once. Returns 'accepted', 'rejected' or 'duplicate'."""
-        if self.has_seen(command_id):
-            return "duplicate"
-        record = CommandRecord(command_id=command_id, command_type=type(command).__name__,
-                               cluster_name=command.cluster_name)
-        handler = getattr(self, "_" + type(command).__name__)
-        try:
-            aggregates = handler(command, command_id)
-        except CommandNotAccepted as refusal:
-            return self.reject(record, refusal.code, refusal.reason)
-        try:
-            self.save(record, *aggregates)
-        except IntegrityError:
-            return "duplicate"  # another instance handled the same command id first
-        return "accepted"
+        for _ in range(attempts):
+            if self.has_seen(command_id):
+                return "duplicate"
+            record = CommandRecord(command_id=command_id, command_type=type(command).__name__,
+                                   cluster_name=command.cluster_name)
+            try:
+                aggregates = getattr(self, "_" + type(command).__name__)(command, command_id)
+            except CommandNotAccepted as refusal:
+                return self.reject(record, refusal.code, refusal.reason)
+            try:
+                self.save(record, *aggregates)
+                return "accepted"
+            except IntegrityError:
+                continue  # a concurrent writer got there first: decide again on fresh state
+        raise RuntimeError(f"command {command_id} kept conflicting with concurrent writers")
 
     def reject(self, record: CommandRecord, code: str, reason: str) -> str:
         record.reject(record.cluster_name, record.command_id, record.command_type, code, reason)

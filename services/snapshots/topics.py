@@ -5,6 +5,7 @@ import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 log = logging.getLogger(__name__)
 
@@ -30,3 +31,9 @@ async def ensure_topics(bootstrap_servers: str, partitions: int, names: list[str
                 pass
     finally:
         await admin.close()
+
+
+def partition_for_key(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) gives a key: the partition
+    whose owner handles that cluster's commands and workflows."""
+    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions

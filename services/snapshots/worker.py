@@ -16,7 +16,7 @@ from services.snapshots import bootstrap
 from services.snapshots.intake import CommandIntake
 from services.snapshots.relay import Relay, SharedProducer
 from services.snapshots.settings import Settings
-from services.snapshots.topics import ensure_topics
+from services.snapshots.topics import ensure_topics, partition_for_key
 from services.snapshots.workflow import SnapshotWorkflow
 
 log = logging.getLogger(__name__)
@@ -66,12 +66,19 @@ def create_service_worker(settings: Settings) -> faust.App:
                 log.exception("command at %s:%s could not be handled",
                               record.message.partition, record.message.offset)
 
+    @app.on_partitions_assigned.connect
+    async def resume_workflows_of_assigned_clusters(sender, assigned, **kwargs):
+        # Only the owner of a cluster's partition runs its workflows, so two instances in
+        # one group never run two workflows for one cluster.
+        owned = {tp.partition for tp in assigned if tp.topic == settings.commands_topic}
+        resumed = workflow.resume_interrupted(
+            lambda name: partition_for_key(name, settings.topic_partitions) in owned)
+        if resumed:
+            log.info("resumed %d interrupted workflows", resumed)
+
     @app.task
     async def relay_stored_events():
         try:
-            resumed = workflow.resume_interrupted()
-            if resumed:
-                log.info("resumed %d interrupted snapshot workflows", resumed)
             await relay.run(settings.relay_idle_seconds)
         finally:
             await producer.stop()

@@ -11,7 +11,10 @@ store calls unlocked but is still frozen."""
 import asyncio
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+
+from eventsourcing.persistence import IntegrityError
 
 from events import commands as c
 from services.snapshots.application import SnapshotsApplication
@@ -42,12 +45,14 @@ class SnapshotWorkflow:
     def start(self, cluster_name: str) -> None:
         self._spawn("snapshot:" + cluster_name.lower(), self.run(cluster_name))
 
-    def resume_interrupted(self) -> int:
-        clusters = list(self._app.clusters_creating_snapshots())
+    def resume_interrupted(self, owns: Callable[[str], bool] = lambda cluster_name: True) -> int:
+        """Start again every workflow the store shows unfinished, for clusters this
+        worker owns; returns how many."""
+        clusters = [c for c in self._app.clusters_creating_snapshots() if owns(c.cluster_name)]
         for cluster in clusters:
             log.info("resuming snapshot %s of %s", cluster.snapshot_name, cluster.cluster_name)
             self.start(cluster.cluster_name)
-        restoring = list(self._app.snapshots_restoring())
+        restoring = [s for s in self._app.snapshots_restoring() if owns(s.cluster_name)]
         for snapshot in restoring:
             log.info("resuming restore of %s", snapshot.snapshot_name)
             self._spawn("restore:" + snapshot.snapshot_name.lower(), self.restore(snapshot.snapshot_name))
@@ -62,6 +67,12 @@ class SnapshotWorkflow:
         return self._repository / cluster_name.lower() / snapshot_name.lower()
 
     async def run(self, cluster_name: str) -> None:
+        try:
+            await self._run(cluster_name)
+        except IntegrityError:  # another worker recorded this step first: it owns the workflow now
+            log.info("workflow of %s was advanced by another worker", cluster_name)
+
+    async def _run(self, cluster_name: str) -> None:
         cluster = self._app.get_cluster(cluster_name)
         if not cluster.is_creating_snapshot:
             return
