@@ -34,15 +34,22 @@ class RunningSystem:
         self.env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
                     "SNAPSHOT_DATA_DIR": str(data_dir), "SNAPSHOT_HTTP_PORT": str(self.http_port),
                     **{f"SNAPSHOT_{k.upper()}": v for k, v in settings.items()}}
+        self.commands_topic = settings.get("commands_topic", "snapshot.commands")
+        self.events_topic = settings.get("events_topic", "snapshot.events")
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def start(self) -> "RunningSystem":
-        for part in ("service", "projection", "api"):
+    def start(self, parts=("service", "projection", "api")) -> "RunningSystem":
+        for part in parts:
             log = open(self.data_dir / f"{part}.log", "ab")
             self.processes[part] = subprocess.Popen(
                 [sys.executable, "-m", "services.snapshots", part], env=self.env, cwd=ROOT,
                 stdout=log, stderr=subprocess.STDOUT)
         return self
+
+    def kill(self, part: str) -> None:
+        """SIGKILL: no shutdown code runs, as in a power cut or the OOM killer."""
+        self.processes[part].kill()
+        self.processes[part].wait()
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -80,18 +87,18 @@ class RunningSystem:
         await self.send_raw(envelope.model_dump_json().encode(), key or data.get("cluster_name", "x"))
         return envelope.id
 
-    async def send_raw(self, value: bytes, key: str = "x", topic: str = "snapshot.commands") -> None:
+    async def send_raw(self, value: bytes, key: str = "x", topic: str | None = None) -> None:
         producer: AIOKafkaProducer = new_producer(self.bootstrap_servers)
         await producer.start()
         try:
-            await producer.send_and_wait(topic, value, key=key.encode())
+            await producer.send_and_wait(topic or self.commands_topic, value, key=key.encode())
         finally:
             await producer.stop()
 
     async def events_of(self, command_id: str, last: str, timeout: float = 30.0) -> list[Envelope]:
         """Every status event caused by a command, up to one of type `last`."""
         found = []
-        async with EventFollower(self.bootstrap_servers, "snapshot.events", True) as follower:
+        async with EventFollower(self.bootstrap_servers, self.events_topic, True) as follower:
             async def collect():
                 async for envelope in follower.events():
                     if envelope.correlationid == command_id:
