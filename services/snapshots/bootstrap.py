@@ -55,7 +55,8 @@ def make_application(settings: Settings) -> SnapshotsApplication:
 def make_drivers(settings: Settings) -> dict[str, ClusterDriver]:
     passwords = {target: secret.get_secret_value() for target, secret in settings.cluster_passwords.items()}
     return {"sqlite": SQLiteDriver(settings.clusters_dir),
-            "postgres": PostgresDriver(passwords, settings.freeze_lock_timeout_seconds)}
+            "postgres": PostgresDriver(passwords, settings.freeze_lock_timeout_seconds,
+                                       settings.snapshot_timeout_seconds)}
 
 
 def make_view_engine(settings: Settings) -> Engine:

@@ -153,3 +153,36 @@ def test_many_deleted_rows_give_a_warning_that_names_the_table_and_the_vacuum(cl
 def test_an_unreachable_database_is_a_driver_error():
     with pytest.raises(DriverError, match="cannot connect"):
         PostgresDriver().freeze("postgresql://postgres@127.0.0.1:1/nowhere")
+
+
+def test_a_dump_that_hangs_is_killed_at_the_timeout_and_reported(cluster, tmp_path):
+    driver = PostgresDriver(tool_timeout_seconds=2)
+    frozen = driver.freeze(cluster)
+    blocker = psycopg.connect(cluster)
+    try:
+        blocker.execute("CREATE TABLE late (id int)")  # DDL is not blocked (a documented limit)
+        blocker.commit()
+        blocker.execute("LOCK TABLE late IN ACCESS EXCLUSIVE MODE")  # pg_dump now waits forever
+        started = time.monotonic()
+        with pytest.raises(DriverError, match="timed out after 2 s"):
+            frozen.copy_to(tmp_path / "hung")
+        assert time.monotonic() - started < 10
+    finally:
+        blocker.rollback()
+        blocker.close()
+        frozen.release()
+    with psycopg.connect(cluster, autocommit=True) as db:
+        insert(db)
+
+
+def test_a_writer_holding_its_transaction_open_makes_the_freeze_fail_not_hang(cluster):
+    writer = psycopg.connect(cluster)
+    writer.execute("INSERT INTO customers (name) VALUES ('in flight')")  # transaction left open
+    try:
+        with pytest.raises(DriverError, match="cannot make .* read-only"):
+            PostgresDriver(lock_timeout_seconds=0.5).freeze(cluster)
+    finally:
+        writer.rollback()
+        writer.close()
+    with psycopg.connect(cluster) as db:
+        assert db.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (FREEZE_SCHEMA,)).fetchone() == (0,)

@@ -103,9 +103,11 @@ def dead_row_warning(tables) -> str | None:
 class PostgresDriver:
     name = "postgres"
 
-    def __init__(self, passwords: Mapping[str, str] | None = None, lock_timeout_seconds: float = 10.0):
+    def __init__(self, passwords: Mapping[str, str] | None = None, lock_timeout_seconds: float = 10.0,
+                 tool_timeout_seconds: float = 3600.0):
         self._passwords = dict(passwords or {})
         self._lock_timeout = lock_timeout_seconds
+        self._tool_timeout = tool_timeout_seconds
 
     def connect(self, target: str, **kwargs) -> psycopg.Connection:
         password = self._passwords.get(target)
@@ -146,9 +148,11 @@ class PostgresDriver:
         env = dict(os.environ)
         if password := self._passwords.get(target):
             env["PGPASSWORD"] = password  # the child's environment only, never its arguments
-        try:
-            done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=24 * 3600)
-        except (OSError, subprocess.TimeoutExpired) as error:
+        try:  # on timeout the child is killed, so a hung dump cannot outlive the snapshot
+            done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=self._tool_timeout)
+        except subprocess.TimeoutExpired:
+            raise DriverError(f"{args[0]} timed out after {self._tool_timeout:g} s") from None
+        except OSError as error:
             raise DriverError(f"{args[0]} could not run: {error}") from error
         if done.returncode != 0:
             raise DriverError(f"{args[0]} failed: {done.stderr.strip()[-500:]}")
