@@ -1,14 +1,18 @@
 """Command intake: raw Kafka record → decoded command → application → workflow.
 
 Bytes that are not a CloudEvent go to the DLQ with the error in a header; a decodable
-envelope with a bad type or data is answered with one `CommandRejected`; nothing here
-raises into the consumer loop for bad input."""
+envelope with a bad type or data is answered with one `CommandRejected`. A command whose
+handling keeps failing (the store is down, or a bug) is retried with backoff a few times,
+then dead-lettered with the error and logged with its id: never dropped silently, never
+retried forever. Nothing here raises into the consumer loop."""
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 from events import topics
 from events.codec import CommandInvalid, Undecodable, decode, parse_command
+from events.envelope import Envelope
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.workflow import SnapshotWorkflow
 
@@ -20,17 +24,33 @@ DeadLetter = Callable[[bytes, bytes | None, list], Awaitable[None]]
 
 class CommandIntake:
     def __init__(self, app: SnapshotsApplication, workflow: SnapshotWorkflow,
-                 dead_letter: DeadLetter):
+                 dead_letter: DeadLetter, attempts: int = 5, backoff_seconds: float = 0.2):
         self._app = app
         self._workflow = workflow
         self._dead_letter = dead_letter
+        self._attempts = attempts
+        self._backoff = backoff_seconds
         self.dead_lettered = 0
 
     async def receive(self, value: bytes | None, key: bytes | None = None) -> str:
         try:
             envelope = decode(value)
         except Undecodable as error:
+            log.warning("undecodable command: %s", error)
             return await self._send_to_dlq(value, key, str(error))
+        for attempt in range(self._attempts):
+            try:
+                return self._handle(envelope)
+            except Exception as error:  # noqa: BLE001 - whatever it is, retry, then dead-letter
+                failure = f"{type(error).__name__}: {error}"
+                log.warning("command %s failed (attempt %d of %d): %s",
+                            envelope.id, attempt + 1, self._attempts, failure)
+                await asyncio.sleep(self._backoff * 2 ** attempt)
+        log.error("command %s (%s) dead-lettered after %d attempts: %s",
+                  envelope.id, envelope.type, self._attempts, failure)
+        return await self._send_to_dlq(value, key, f"command {envelope.id} failed: {failure}")
+
+    def _handle(self, envelope: Envelope) -> str:
         cluster_name = str(envelope.data.get("cluster_name") or envelope.subject or "")[:256]
         try:
             command = parse_command(envelope)
@@ -46,6 +66,6 @@ class CommandIntake:
 
     async def _send_to_dlq(self, value: bytes | None, key: bytes | None, error: str) -> str:
         self.dead_lettered += 1
-        log.warning("undecodable command sent to the DLQ (%d so far): %s", self.dead_lettered, error)
+        log.warning("poison message #%d sent to the DLQ: %s", self.dead_lettered, error)
         await self._dead_letter(value or b"", key, [(topics.DLQ_ERROR_HEADER, error.encode("utf-8"))])
         return "dead-lettered"
