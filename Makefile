@@ -22,6 +22,7 @@ schemas: install
 	$(BIN)/python -m events.schema_generator
 
 bench: install
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench
 
 clean:

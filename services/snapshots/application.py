@@ -4,7 +4,7 @@ Every command is recorded as a `CommandRecord` in the same atomic save as its ef
 a command id seen before (a redelivery, a client retry) has no second effect, and a
 refused command leaves exactly one stored `CommandRejected`."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -37,6 +37,14 @@ class SnapshotsApplication(Application):
     """Commands in, aggregates saved; the notification log is the outbox."""
 
     name = "Snapshots"
+
+    #: Called after every save (the relay uses it to publish at once instead of polling).
+    on_saved: "Callable[[], None] | None" = None
+
+    def _notify(self, recordings) -> None:
+        super()._notify(recordings)
+        if self.on_saved is not None:
+            self.on_saved()
 
     def handle(self, command_id: str, command: c.Command, attempts: int = 5) -> str:
         """Apply a command once. Returns 'accepted', 'rejected' or 'duplicate'."""

@@ -1,5 +1,6 @@
 """The composition root: settings in, wired objects out. Nothing connects at import time."""
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -53,6 +54,11 @@ def make_application(settings: Settings) -> SnapshotsApplication:
 
 
 def make_drivers(settings: Settings) -> dict[str, ClusterDriver]:
+    if settings.benchmark_driver:
+        from services.snapshots.drivers.benchmark import BenchmarkDriver
+
+        logging.getLogger(__name__).warning("BENCHMARK DRIVER: snapshots copy nothing")
+        return {"sqlite": BenchmarkDriver(), "postgres": BenchmarkDriver()}
     passwords = {target: secret.get_secret_value() for target, secret in settings.cluster_passwords.items()}
     return {"sqlite": SQLiteDriver(settings.clusters_dir),
             "postgres": PostgresDriver(passwords, settings.freeze_lock_timeout_seconds,

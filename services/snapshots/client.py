@@ -1,6 +1,7 @@
 """A Kafka client of the service, as any outside service would write one: publish a
 command, follow the status events it causes. Used by `snapshotctl` and the tests."""
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -38,8 +39,7 @@ class EventFollower:
 
     async def start(self) -> "EventFollower":
         await self._consumer.start()
-        await self._consumer.topics()  # loads metadata for every topic
-        partitions = self._consumer.partitions_for_topic(self._topic) or {0}
+        partitions = await self._partitions()
         assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         self._consumer.assign(assigned)
         if self._from_beginning:
@@ -49,6 +49,15 @@ class EventFollower:
         for partition in assigned:  # resolve the offsets now, before any command is sent
             await self._consumer.position(partition)
         return self
+
+    async def _partitions(self, attempts: int = 20) -> set[int]:
+        for _ in range(attempts):
+            await self._consumer.topics()  # loads metadata for every topic
+            if partitions := self._consumer.partitions_for_topic(self._topic):
+                return partitions
+            await asyncio.sleep(0.5)
+        await self._consumer.stop()
+        raise OSError(f"topic {self._topic} does not exist: is the service running?")
 
     async def stop(self) -> None:
         await self._consumer.stop()

@@ -33,29 +33,43 @@ class Projection:
 
     def apply(self, envelope: Envelope) -> bool:
         """Apply one event; False when it was applied before (or is not ours)."""
-        if envelope.sequence is None or "cluster_name" not in envelope.data:
-            return False
-        sequence = int(envelope.sequence)
-        cluster_key = str(envelope.data["cluster_name"]).lower()
+        return self.apply_batch([envelope]) == 1
+
+    def apply_batch(self, envelopes) -> int:
+        """Apply events in one transaction (replay, or a batch from Kafka); returns how
+        many were new. Positions are read once per cluster and written at the end."""
+        applied: dict[str, int | None] = {}
+        known: dict[str, bool] = {}
+        count = 0
         with self._engine.begin() as tx:
-            applied = tx.execute(select(positions.c.sequence)
-                                 .where(positions.c.cluster_key == cluster_key)).scalar()
-            if applied is not None and sequence <= applied:
-                return False
-            handler = self._handlers.get(envelope.type)
-            if handler is not None:
-                handler(tx, envelope.data, envelope)
-            self._record_history(tx, envelope, cluster_key, sequence)
-            self._advance(tx, cluster_key, sequence, applied)
-        return True
+            for envelope in envelopes:
+                if envelope.sequence is None or "cluster_name" not in envelope.data:
+                    continue
+                key, sequence = str(envelope.data["cluster_name"]).lower(), int(envelope.sequence)
+                if key not in applied:
+                    applied[key] = tx.execute(select(positions.c.sequence)
+                                              .where(positions.c.cluster_key == key)).scalar()
+                    known[key] = applied[key] is not None
+                if applied[key] is not None and sequence <= applied[key]:
+                    continue
+                handler = self._handlers.get(envelope.type)
+                if handler is not None:
+                    handler(tx, envelope.data, envelope)
+                self._record_history(tx, envelope, key, sequence)
+                applied[key] = sequence
+                count += 1
+            for key, sequence in applied.items():
+                if sequence is not None:
+                    self._advance(tx, key, sequence, known[key])
+        return count
 
     def reset(self) -> None:
         metadata.drop_all(self._engine)
         metadata.create_all(self._engine)
 
     @staticmethod
-    def _advance(tx, cluster_key, sequence, applied) -> None:
-        if applied is None:
+    def _advance(tx, cluster_key, sequence, existed: bool) -> None:
+        if not existed:
             tx.execute(insert(positions).values(cluster_key=cluster_key, sequence=sequence))
         else:
             tx.execute(update(positions).where(positions.c.cluster_key == cluster_key)

@@ -31,6 +31,7 @@ class Relay:
         self._source = source
         self._batch_size = batch_size
         self._tracking = app.factory.tracking_recorder()
+        self._wake = asyncio.Event()
 
     def position(self) -> int:
         return self._tracking.max_tracking_id(self.tracking_name) or 0
@@ -45,11 +46,20 @@ class Relay:
         self._tracking.insert_tracking(Tracking(self.tracking_name, batch[-1].id))
         return len(batch)
 
+    def wake(self) -> None:
+        """Something was stored: publish now rather than at the next poll."""
+        self._wake.set()
+
     async def run(self, idle_seconds: float) -> None:
+        self._app.on_saved = self.wake
         while True:
             try:
                 if not await self.publish_pending():
-                    await asyncio.sleep(idle_seconds)
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), idle_seconds)
+                    except TimeoutError:
+                        pass
+                    self._wake.clear()
             except asyncio.CancelledError:
                 raise
             except Exception:  # broker away: keep the position, try again shortly

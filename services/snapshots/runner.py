@@ -99,11 +99,16 @@ def stored_envelopes(app, settings: Settings, batch_size: int = 1000):
         start = batch[-1].id + 1
 
 
-def rebuild_views(settings: Settings) -> int:
+def rebuild_views(settings: Settings, batch_size: int = 2000) -> int:
     app = bootstrap.make_application(settings)
     projection = bootstrap.make_projection(settings)
     projection.reset()
-    return sum(projection.apply(envelope) for envelope in stored_envelopes(app, settings))
+    applied, batch = 0, []
+    for envelope in stored_envelopes(app, settings, batch_size):
+        batch.append(envelope)
+        if len(batch) == batch_size:
+            applied, batch = applied + projection.apply_batch(batch), []
+    return applied + projection.apply_batch(batch)
 
 
 async def republish(settings: Settings) -> int:

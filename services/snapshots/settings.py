@@ -30,13 +30,15 @@ class Settings(BaseSettings):
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/snapshots"
     postgres_password: SecretStr | None = None
     relay_batch_size: int = 500
-    relay_idle_seconds: float = 0.05
+    relay_idle_seconds: float = 0.2  # a backstop: local saves wake the relay at once
     snapshot_timeout_seconds: float = 3600.0
     #: Passwords of `postgres` clusters, by registered target URL (JSON in the environment:
     #: SNAPSHOT_CLUSTER_PASSWORDS='{"postgresql://dws@db:5432/wh": "..."}'); or use PGPASSFILE.
     cluster_passwords: dict[str, SecretStr] = {}
     freeze_lock_timeout_seconds: float = 10.0
     service_id: str = "dws-snapshots"
+    #: bench/ only: every driver is replaced by one that copies nothing (see drivers/benchmark.py).
+    benchmark_driver: bool = False
 
     @property
     def event_store_path(self) -> Path:
