@@ -27,7 +27,7 @@ def ensure_database(gigabytes: float) -> int:
         have = db.execute("SELECT count(*) FROM facts").fetchone()[0]
         if have < rows:
             print(f"  filling {DATABASE} to {rows:,} rows (kept for later runs)...", flush=True)
-            db.execute("INSERT INTO facts SELECT g, g % 100000, (g % 99999) / 100.0, md5(g::text) || md5((g * 7)::text) "
+            db.execute("INSERT INTO facts SELECT g, g %% 100000, (g %% 99999) / 100.0, md5(g::text) || md5((g * 7)::text) "
                        "FROM generate_series(%s, %s) g", (have + 1, rows))
             db.execute("VACUUM ANALYZE facts")
         return db.execute("SELECT pg_database_size(current_database())").fetchone()[0]

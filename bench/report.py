@@ -1,12 +1,11 @@
 """Printing and keeping benchmark figures (bench/results.json)."""
 
 import json
+import os
 import platform
 import statistics
 import time
 from pathlib import Path
-
-import os
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
@@ -21,6 +20,7 @@ class Report:
         self.figures[name] = values
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
         print(f"  {name}: {shown}", flush=True)
+        self.save()  # as we go: a later failure must not lose the figures already measured
 
     def save(self) -> None:
         existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

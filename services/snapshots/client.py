@@ -33,7 +33,8 @@ class EventFollower:
 
     def __init__(self, bootstrap_servers: str, topic: str, from_beginning: bool = False):
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
-                                          enable_auto_commit=False, auto_offset_reset="earliest")
+                                          enable_auto_commit=False, auto_offset_reset="earliest",
+                                          fetch_max_wait_ms=50)
         self._topic = topic
         self._from_beginning = from_beginning
 

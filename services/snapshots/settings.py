@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     topic_partitions: int = 3
     broker_session_timeout_seconds: float = 10.0
     broker_rebalance_timeout_seconds: float = 6.0
+    #: How long a consumer's fetch may wait for data (faust's own default is 1500 ms).
+    consumer_fetch_max_wait_ms: int = 50
     #: `sqlite` (a file under data_dir), `postgres` (event_store_dsn) or `popo` (memory).
     event_store: str = Field("sqlite", pattern="^(sqlite|postgres|popo)$")
     #: A PostgreSQL URL without the password, e.g. postgresql://postgres@127.0.0.1:5432/snapshots

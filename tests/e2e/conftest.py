@@ -1,16 +1,17 @@
 """One running system (service, projection, API processes) for the end-to-end tests."""
 
-import sqlite3
-
 import pytest
 
 from services.snapshots.demo import create_demo_warehouse
+from services.snapshots.topics import ensure_topics
 from tests.e2e.system import RunningSystem
 
 
 @pytest.fixture(scope="session")
 async def system(broker, tmp_path_factory):
-    running = RunningSystem(broker.bootstrap_servers, tmp_path_factory.mktemp("system")).start()
+    running = RunningSystem(broker.bootstrap_servers, tmp_path_factory.mktemp("system"))
+    await ensure_topics(broker.bootstrap_servers, 3, [running.commands_topic, running.events_topic, "snapshot.commands.dlq"])
+    running.start()
     try:
         warehouse = running.data_dir / "dws-e2e.sqlite"
         create_demo_warehouse(warehouse, 100, 1000)
@@ -23,7 +24,3 @@ async def system(broker, tmp_path_factory):
     finally:
         running.stop()
 
-
-def row_count(path, table: str) -> int:
-    with sqlite3.connect(path) as db:
-        return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]

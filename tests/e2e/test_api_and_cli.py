@@ -63,3 +63,49 @@ def test_replay_rebuilds_the_views_that_the_api_serves(system):
     done = snapshotctl("replay", env=system.env)
     assert done.returncode == 0, done.stderr
     assert system.get("/snapshots", limit=1000).json() == before
+
+
+def test_snapshotctl_watch_follows_status_events_live_until_ctrl_c(system):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.e2e.system import ROOT
+
+    watcher = subprocess.Popen([sys.executable, "-m", "services.snapshots", "watch"], env=system.env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)  # let it reach the end of the topic
+        name = f"watched-{uuid.uuid4().hex[:6]}"
+        assert snapshotctl("create", "dws-e2e", name, "--wait", env=system.env).returncode == 0
+        seen = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("ClusterUnlocked" in line and name in line for line in seen):
+            seen.append(watcher.stdout.readline())
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        code = watcher.wait(15)
+    assert any("SnapshotCompleted" in line and name in line for line in seen), seen
+    assert code == 0
+
+
+def test_a_sqlite_snapshot_is_restored_into_a_new_cluster_and_deleted(system):
+    import sqlite3
+
+    name = f"rs-{uuid.uuid4().hex[:6]}"
+    assert snapshotctl("create", "dws-e2e", name, "--wait", env=system.env).returncode == 0
+    with sqlite3.connect(system.warehouse) as db:
+        at_snapshot = db.execute("SELECT * FROM sales ORDER BY id").fetchall()
+        db.execute("DELETE FROM sales WHERE id % 2 = 0")
+    copy_name = f"dws-{name}"
+    restored = snapshotctl("restore", "dws-e2e", name, copy_name, "--wait", env=system.env)
+    assert restored.returncode == 0, restored.stderr
+    copy = system.wait_for_api(f"/clusters/{copy_name}", lambda r: r.status_code == 200).json()
+    with sqlite3.connect(copy["target"]) as db:
+        assert db.execute("SELECT * FROM sales ORDER BY id").fetchall() == at_snapshot
+    history = system.wait_for_api(f"/snapshots/{name}/history",
+                                  lambda r: r.json()["events"][-1]["type"] == "RestoreCompleted").json()["events"]
+    assert [e["type"] for e in history][-2:] == ["RestoreStarted", "RestoreCompleted"]
+    assert snapshotctl("delete", "dws-e2e", name, "--wait", env=system.env).returncode == 0
+    system.wait_for_api(f"/snapshots/{name}", lambda r: r.status_code == 404)

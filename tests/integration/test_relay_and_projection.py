@@ -106,3 +106,11 @@ def test_replay_rebuilds_the_same_views_from_the_event_store(settings):
     assert (list_snapshots(engine), get_cluster(engine, "dws-one")) == before
     assert before[1]["status"] == "Available" and before[0][0][0]["name"] == "nightly-01"
     app.close()
+
+
+async def test_a_batch_with_repeated_events_applies_each_once(settings):
+    app = await take_snapshot(settings, "nightly-01", "cmd-1")
+    projection = bootstrap.make_projection(settings)
+    envelopes = list(runner.stored_envelopes(app, settings))
+    assert projection.apply_batch(envelopes[:3] + envelopes) == len(envelopes)
+    assert projection.apply_batch(envelopes) == 0
