@@ -40,7 +40,7 @@ class Projection:
         many were new. Positions are read once per cluster and written at the end."""
         applied: dict[str, int | None] = {}
         known: dict[str, bool] = {}
-        count = 0
+        rows: list[dict] = []
         with self._engine.begin() as tx:
             for envelope in envelopes:
                 if envelope.sequence is None or "cluster_name" not in envelope.data:
@@ -55,13 +55,14 @@ class Projection:
                 handler = self._handlers.get(envelope.type)
                 if handler is not None:
                     handler(tx, envelope.data, envelope)
-                self._record_history(tx, envelope, key, sequence)
+                rows.append(_history_row(envelope, key, sequence))
                 applied[key] = sequence
-                count += 1
+            if rows:  # one executemany: most of a replay's rows are history
+                tx.execute(insert(history), rows)
             for key, sequence in applied.items():
                 if sequence is not None:
                     self._advance(tx, key, sequence, known[key])
-        return count
+        return len(rows)
 
     def reset(self) -> None:
         metadata.drop_all(self._engine)
@@ -74,15 +75,6 @@ class Projection:
         else:
             tx.execute(update(positions).where(positions.c.cluster_key == cluster_key)
                        .values(sequence=sequence))
-
-    @staticmethod
-    def _record_history(tx, envelope, cluster_key, sequence) -> None:
-        snapshot_name = envelope.data.get("snapshot_name")
-        tx.execute(insert(history).values(
-            event_id=envelope.id, sequence=sequence, cluster_key=cluster_key,
-            snapshot_key=snapshot_name.lower() if snapshot_name else None,
-            type=envelope.type, time=envelope.time, correlationid=envelope.correlationid,
-            data=envelope.data))
 
     @staticmethod
     def _when_cluster_registered(tx, data, envelope) -> None:
@@ -127,6 +119,13 @@ class Projection:
         def handler(tx, data, envelope) -> None:
             _update_snapshot(tx, data, status=status)
         return handler
+
+
+def _history_row(envelope: Envelope, cluster_key: str, sequence: int) -> dict:
+    snapshot_name = envelope.data.get("snapshot_name")
+    return {"event_id": envelope.id, "sequence": sequence, "cluster_key": cluster_key,
+            "snapshot_key": snapshot_name.lower() if snapshot_name else None, "type": envelope.type,
+            "time": envelope.time, "correlationid": envelope.correlationid, "data": envelope.data}
 
 
 def _update_snapshot(tx, data, **values) -> None:

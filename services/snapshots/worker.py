@@ -113,11 +113,16 @@ def create_projection_worker(settings: Settings) -> faust.App:
 
     @app.agent(events)
     async def project_status_events(stream):
-        async for record in stream.events():
-            try:
-                projection.apply(decode(record.value))
-            except Undecodable as error:
-                log.warning("skipping an undecodable status event: %s", error)
+        # Batches: one transaction per batch instead of per event (redeliveries are still
+        # skipped by the per-cluster position written in that transaction).
+        async for records in stream.take(500, within=0.02):
+            envelopes = []
+            for raw in records:
+                try:
+                    envelopes.append(decode(raw))
+                except Undecodable as error:
+                    log.warning("skipping an undecodable status event: %s", error)
+            projection.apply_batch(envelopes)
 
     return app
 
