@@ -137,6 +137,8 @@ class SnapshotsApplication(Application):
     def complete_snapshot(self, cluster_name: str, size_bytes: int, warning: str | None,
                           sha256: str = "") -> None:
         cluster = self.get_cluster(cluster_name)
+        if not cluster.is_creating_snapshot:
+            return  # another worker finished this workflow
         snapshot = self.get_snapshot(cluster.snapshot_name)
         snapshot.complete(size_bytes, sha256, _now(), warning)
         cluster.unlock(snapshot.command_id)
@@ -144,6 +146,8 @@ class SnapshotsApplication(Application):
 
     def fail_snapshot(self, cluster_name: str, reason: str) -> None:
         cluster = self.get_cluster(cluster_name)
+        if not cluster.is_creating_snapshot:
+            return  # another worker finished this workflow
         snapshot = self.get_snapshot(cluster.snapshot_name)
         snapshot.fail(reason[:1000], _now())
         cluster.unlock(snapshot.command_id)

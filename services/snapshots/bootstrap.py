@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sqlalchemy import Engine
+from sqlalchemy import URL, Engine
 
 from services.snapshots import views
 from services.snapshots.application import SnapshotsApplication
@@ -34,12 +34,12 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def view_url(settings: Settings) -> str:
+def view_url(settings: Settings) -> str | URL:
     if settings.event_store == "postgres":
         url = urlsplit(settings.postgres_dsn)
-        password = _postgres_password(settings)
-        auth = f"{url.username or 'postgres'}:{password}@" if password else f"{url.username or 'postgres'}@"
-        return f"postgresql+psycopg://{auth}{url.hostname}:{url.port or 5432}{url.path}"
+        return URL.create("postgresql+psycopg", username=url.username or "postgres",
+                          password=_postgres_password(settings) or None, host=url.hostname,
+                          port=url.port or 5432, database=url.path.lstrip("/"))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{settings.view_path}"
 
@@ -60,7 +60,8 @@ def make_drivers(settings: Settings) -> dict[str, ClusterDriver]:
         logging.getLogger(__name__).warning("BENCHMARK DRIVER: snapshots copy nothing")
         return {"sqlite": BenchmarkDriver(), "postgres": BenchmarkDriver()}
     passwords = {target: secret.get_secret_value() for target, secret in settings.cluster_passwords.items()}
-    return {"sqlite": SQLiteDriver(settings.clusters_dir),
+    own_files = (settings.event_store_path, settings.view_path, settings.snapshot_repository)
+    return {"sqlite": SQLiteDriver(settings.clusters_dir, forbidden=own_files),
             "postgres": PostgresDriver(passwords, settings.freeze_lock_timeout_seconds,
                                        settings.snapshot_timeout_seconds)}
 

@@ -20,7 +20,7 @@ async def publish_command(bootstrap_servers: str, topic: str, command: Command,
     producer = new_producer(bootstrap_servers)
     await producer.start()
     try:
-        await producer.send_and_wait(topic, encode(envelope), key=command.cluster_name.encode(),
+        await producer.send_and_wait(topic, encode(envelope), key=command.cluster_name.lower().encode(),
                                      headers=[("content-type", topics.CONTENT_TYPE.encode())])
     finally:
         await producer.stop()

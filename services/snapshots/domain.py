@@ -252,7 +252,7 @@ def check_no_secret(target: str) -> None:
         has_password = bool(url.password) or "password" in parse_qs(url.query)
     except ValueError:
         has_password = False
-    if has_password or "password=" in target.lower():
+    if has_password or re.search(r"password\s*=", target, re.IGNORECASE):
         raise SecretInCommand(
             "target must not contain a password; configure it on the service side "
             "(SNAPSHOT_POSTGRES_PASSWORD or PGPASSFILE)")

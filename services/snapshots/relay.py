@@ -70,7 +70,9 @@ class Relay:
 async def publish(producer: AIOKafkaProducer, topic: str, envelopes) -> int:
     """Send envelopes keyed by cluster name and wait until the broker has them all."""
     futures = [
-        await producer.send(topic, encode(envelope), key=envelope.subject.encode("utf-8"),
+        # Lower-cased: names are case-insensitive, and every event of one cluster must
+        # land on one partition whatever spelling a command used.
+        await producer.send(topic, encode(envelope), key=envelope.subject.lower().encode("utf-8"),
                             headers=HEADERS)
         for envelope in envelopes
     ]

@@ -36,4 +36,4 @@ async def ensure_topics(bootstrap_servers: str, partitions: int, names: list[str
 def partition_for_key(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2) gives a key: the partition
     whose owner handles that cluster's commands and workflows."""
-    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
+    return (murmur2(key.lower().encode("utf-8")) & 0x7FFFFFFF) % partitions

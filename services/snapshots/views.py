@@ -72,9 +72,13 @@ def list_snapshots(engine: Engine, cluster: str | None = None, status: str | Non
                    limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
     query = select(*(snapshots.c[f] for f in SNAPSHOT_FIELDS))
     counting = select(func.count()).select_from(snapshots)
-    for column, value in ((snapshots.c.cluster_name, cluster), (snapshots.c.status, status)):
-        if value is not None:
-            query, counting = query.where(column == value), counting.where(column == value)
+    conditions = []
+    if cluster is not None:
+        conditions.append(func.lower(snapshots.c.cluster_name) == cluster.lower())
+    if status is not None:
+        conditions.append(snapshots.c.status == status)
+    for condition in conditions:
+        query, counting = query.where(condition), counting.where(condition)
     query = query.order_by(snapshots.c.sequence.desc()).limit(limit).offset(offset)
     with engine.connect() as connection:
         rows = [_snapshot(row) for row in connection.execute(query).mappings()]

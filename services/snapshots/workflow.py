@@ -27,8 +27,9 @@ class SnapshotWorkflow:
     """Runs at most one workflow per cluster (or snapshot) at a time, in the background."""
 
     def __init__(self, app: SnapshotsApplication, drivers: dict[str, ClusterDriver],
-                 repository: Path, timeout_seconds: float):
+                 repository: Path, timeout_seconds: float, release_attempts: int = 5):
         self._app = app
+        self._release_attempts = release_attempts
         self._drivers = drivers
         self._repository = repository
         self._timeout = timeout_seconds
@@ -71,6 +72,10 @@ class SnapshotWorkflow:
             await self._run(cluster_name)
         except IntegrityError:  # another worker recorded this step first: it owns the workflow now
             log.info("workflow of %s was advanced by another worker", cluster_name)
+        except ReleaseFailed as error:
+            # Recording an unlock now would be a lie: leave the workflow open; a restarted
+            # worker resumes it (freezing again is harmless) and releases.
+            log.error("snapshot of %s: %s; left open for a resume", cluster_name, error)
 
     async def _run(self, cluster_name: str) -> None:
         cluster = self._app.get_cluster(cluster_name)
@@ -78,6 +83,8 @@ class SnapshotWorkflow:
             return
         try:
             files = await self._freeze_and_copy(cluster)
+        except (IntegrityError, ReleaseFailed):
+            raise
         except Exception as error:  # any failure must still unlock the cluster
             reason = _reason(error)
             log.warning("snapshot of %s failed: %s", cluster_name, reason)
@@ -102,7 +109,7 @@ class SnapshotWorkflow:
         self._app.complete_restore(snapshot_name, source.driver, target)
 
     def _spawn(self, key: str, work) -> None:
-        if key in self._running:
+        if key in self._running and not self._running[key].done():
             work.close()
             return
         task = asyncio.create_task(work, name=key)
@@ -127,7 +134,22 @@ class SnapshotWorkflow:
             except TimeoutError:
                 raise DriverError(f"snapshot timed out after {self._timeout:g} s") from None
         finally:
-            await asyncio.to_thread(frozen.release)
+            await self._release(frozen)
+
+    async def _release(self, frozen) -> None:
+        attempts = self._release_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return await asyncio.to_thread(frozen.release)
+            except Exception as error:  # noqa: BLE001 - retried, then reported
+                log.warning("release failed (attempt %d of %d): %s", attempt, attempts, error)
+                if attempt < attempts:
+                    await asyncio.sleep(0.5 * 2 ** attempt)
+        raise ReleaseFailed(f"could not lift read-only after {attempts} attempts")
+
+
+class ReleaseFailed(Exception):
+    """The cluster may still refuse writes; the workflow must not be recorded as unlocked."""
 
 
 def _reason(error: Exception) -> str:

@@ -90,3 +90,13 @@ def test_a_snapshot_whose_file_was_altered_is_not_restored(driver, warehouse, tm
 def test_a_missing_database_file_is_a_driver_error(driver, tmp_path):
     with pytest.raises(DriverError, match="does not exist"):
         driver.freeze(str(tmp_path / "missing.sqlite"))
+
+
+def test_the_services_own_event_store_cannot_be_frozen_as_a_cluster(tmp_path):
+    store = tmp_path / "events.sqlite"
+    create_demo_warehouse(store, 1, 1)
+    driver = SQLiteDriver(tmp_path / "clusters", forbidden=(store, tmp_path / "snapshots"))
+    with pytest.raises(DriverError, match="belongs to the snapshot service"):
+        driver.freeze(str(store))
+    with pytest.raises(DriverError, match="belongs to the snapshot service"):
+        driver.freeze(str(tmp_path / "snapshots" / "c" / "s" / "cluster.sqlite"))

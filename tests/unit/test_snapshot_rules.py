@@ -105,6 +105,8 @@ def test_cluster_state_is_rebuilt_from_its_events():
     "postgresql://admin:hunter2@db:5432/warehouse",
     "postgresql://db/warehouse?password=hunter2",
     "host=db password=hunter2",
+    "host=db password = hunter2",
+    "host=db PASSWORD=hunter2",
 ])
 def test_a_target_with_a_password_is_refused(target):
     with pytest.raises(SecretInCommand):

@@ -45,3 +45,29 @@ async def test_a_snapshot_past_the_limit_fails_with_a_clear_reason_and_unlocks()
     assert snapshot.status == "Failed" and "timed out after 0.3 s" in snapshot.failure_reason
     assert (cluster.status, cluster.task_status) == ("Available", None)
     assert driver.released.is_set()
+
+
+class UnreleasableDriver:
+    name = "unreleasable"
+
+    def freeze(self, target):
+        class Frozen:
+            def copy_to(self, directory):
+                from services.snapshots.drivers import SnapshotFiles
+                return SnapshotFiles(directory, 1, "")
+
+            def release(self):
+                raise OSError("connection lost")
+
+        return Frozen()
+
+
+async def test_a_cluster_whose_freeze_cannot_be_lifted_is_not_recorded_as_unlocked():
+    app = SnapshotsApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    app.handle("r", RegisterCluster(cluster_name="dws-stuck", driver="sqlite", target="/x"))
+    app.handle("c", CreateSnapshotRequested(cluster_name="dws-stuck", snapshot_name="stuck-1"))
+    workflow = SnapshotWorkflow(app, {"sqlite": UnreleasableDriver()}, Path("/tmp/unused"), 5,
+                                release_attempts=1)
+    await workflow.run("dws-stuck")
+    assert app.get_cluster("dws-stuck").task_status == "Creating snapshot"  # left for a resume
+    assert [c.cluster_name for c in app.clusters_creating_snapshots()] == ["dws-stuck"]

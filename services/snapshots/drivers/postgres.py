@@ -82,9 +82,15 @@ class FrozenPostgres:
         return SnapshotFiles(files.directory, files.size_bytes, files.sha256, dead_row_warning(tables))
 
     def release(self) -> None:
+        """Drop the freeze. Waits for running queries (no lock timeout): a release that
+        gave up would leave the cluster read-only."""
         try:
-            self._connection.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(FREEZE_SCHEMA)))
+            with self._driver.connect(self._target, autocommit=True) as connection:
+                connection.execute("SET lock_timeout = 0")
+                connection.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(FREEZE_SCHEMA)))
+        except psycopg.Error as error:
+            raise DriverError(f"cannot lift read-only on {self._target}: {error}") from error
         finally:
             self._connection.close()
 
@@ -137,16 +143,18 @@ class PostgresDriver:
                 connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
             except psycopg.Error as error:
                 raise DriverError(f"cannot create database {database!r}: {error}") from error
-        listing = self.run_tool(["pg_restore", "--list", str(dump)], target)
+        # The new database is on the source's server, as the source's user: same password.
+        listing = self.run_tool(["pg_restore", "--list", str(dump)], source_target)
         wanted = "\n".join(line for line in listing.splitlines() if FREEZE_SCHEMA not in line)
         (directory / "restore.list").write_text(wanted)
         self.run_tool(["pg_restore", "--no-owner", "--no-password", "--exit-on-error",
-                       f"--use-list={directory / 'restore.list'}", f"--dbname={target}", str(dump)], target)
+                       f"--use-list={directory / 'restore.list'}", f"--dbname={target}", str(dump)],
+                      source_target)
         return target
 
-    def run_tool(self, args: list[str], target: str) -> str:
+    def run_tool(self, args: list[str], password_of: str) -> str:
         env = dict(os.environ)
-        if password := self._passwords.get(target):
+        if password := self._passwords.get(password_of):
             env["PGPASSWORD"] = password  # the child's environment only, never its arguments
         try:  # on timeout the child is killed, so a hung dump cannot outlive the snapshot
             done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=self._tool_timeout)

@@ -34,7 +34,7 @@ class FrozenSQLite:
             copy = sqlite3.connect(path)
             try:
                 source.backup(copy)
-                rows = {table: copy.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+                rows = {table: copy.execute('SELECT count(*) FROM "{}"'.format(table.replace('"', '""'))).fetchone()[0]
                         for (table,) in copy.execute(
                             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
             finally:
@@ -55,12 +55,19 @@ class FrozenSQLite:
 class SQLiteDriver:
     name = "sqlite"
 
-    def __init__(self, clusters_dir: Path, busy_timeout_seconds: float = 5.0):
+    def __init__(self, clusters_dir: Path, busy_timeout_seconds: float = 5.0,
+                 forbidden: tuple[Path, ...] = ()):
         self._clusters_dir = clusters_dir
         self._busy_timeout = busy_timeout_seconds
+        # The service's own files (event store, views, snapshot repository): freezing one
+        # of them would stop the service itself.
+        self._forbidden = tuple(p.resolve() for p in forbidden)
 
     def freeze(self, target: str) -> FrozenSQLite:
         path = Path(target)
+        resolved = path.resolve()
+        if any(resolved == f or f in resolved.parents for f in self._forbidden):
+            raise DriverError(f"{target!r} belongs to the snapshot service itself, not to a cluster")
         if not path.is_file():
             raise DriverError(f"cluster database file {target!r} does not exist")
         try:
