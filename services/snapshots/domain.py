@@ -1,20 +1,21 @@
-"""Aggregates and the seed's rules. Imports only the standard library and eventsourcing.
+"""The aggregates. Imports only the standard library, eventsourcing and `rules`.
 
 Event names are the published ones (SPEC.md), so the relay can publish a stored event by
 its class name; each event carries `cluster_name` (the Kafka key) and `command_id` (the
 `correlationid`)."""
 
-import re
 from datetime import datetime
-from urllib.parse import parse_qs, urlsplit
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-SNAPSHOT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{3,63}")
-CLUSTER_NAME = SNAPSHOT_NAME
-FORBIDDEN_IN_DESCRIPTION = set("!<>'=&\"")
-MAX_DESCRIPTION = 256
+from services.snapshots.rules import (  # noqa: F401 - the domain's published names
+    CLUSTER_NAME, FORBIDDEN_IN_DESCRIPTION, MAX_DESCRIPTION, SNAPSHOT_NAME, ClusterNotReady,
+    CommandNotAccepted, DuplicateClusterName, DuplicateSnapshotName, InvalidCommand,
+    InvalidDescription, InvalidSnapshotName, SecretInCommand, SnapshotBusy, SnapshotInProgress,
+    SnapshotNotAvailable, UnknownCluster, UnknownSnapshot, check_cluster_name, check_description,
+    check_no_secret, check_snapshot_name)
+
 SNAPSHOT_ALLOWED_STATUSES = ("Available", "Read-only", "Low performance")
 CREATING_SNAPSHOT = "Creating snapshot"
 _NAMESPACE = uuid5(NAMESPACE_URL, "urn:dws-snapshots")
@@ -229,98 +230,3 @@ class CommandRecord(Aggregate):
     @event("CommandRejected")
     def reject(self, cluster_name, command_id, command_type, code, reason):
         self.rejection = code
-
-
-def check_snapshot_name(name: str) -> None:
-    if not SNAPSHOT_NAME.fullmatch(name):
-        raise InvalidSnapshotName(
-            f"snapshot name {name[:80]!r} must be 4 to 64 characters, start with a letter "
-            "and contain only letters, digits, '-' and '_'")
-
-
-def check_cluster_name(name: str) -> None:
-    if not CLUSTER_NAME.fullmatch(name):
-        raise InvalidCommand(
-            f"cluster name {name[:80]!r} must be 4 to 64 characters, start with a letter "
-            "and contain only letters, digits, '-' and '_'")
-
-
-def check_no_secret(target: str) -> None:
-    """Secrets live in service-side settings; a command or event must never carry one."""
-    try:
-        url = urlsplit(target)
-        has_password = bool(url.password) or "password" in parse_qs(url.query)
-    except ValueError:
-        has_password = False
-    if has_password or re.search(r"password\s*=", target, re.IGNORECASE):
-        raise SecretInCommand(
-            "target must not contain a password; configure it on the service side "
-            "(SNAPSHOT_POSTGRES_PASSWORD or PGPASSFILE)")
-
-
-def check_description(description: str) -> None:
-    if len(description) > MAX_DESCRIPTION:
-        raise InvalidDescription(
-            f"description has {len(description)} characters; at most {MAX_DESCRIPTION}")
-    forbidden = sorted(FORBIDDEN_IN_DESCRIPTION.intersection(description))
-    if forbidden:
-        raise InvalidDescription(
-            "description must not contain " + " ".join(forbidden))
-
-
-class CommandNotAccepted(Exception):
-    """A rule refused a command; `code` is the SPEC rejection code."""
-
-    code = "invalid_command"
-
-    @property
-    def reason(self) -> str:
-        return str(self)
-
-
-class InvalidCommand(CommandNotAccepted):
-    code = "invalid_command"
-
-
-class InvalidSnapshotName(CommandNotAccepted):
-    code = "invalid_snapshot_name"
-
-
-class InvalidDescription(CommandNotAccepted):
-    code = "invalid_description"
-
-
-class DuplicateSnapshotName(CommandNotAccepted):
-    code = "duplicate_snapshot_name"
-
-
-class DuplicateClusterName(CommandNotAccepted):
-    code = "duplicate_cluster_name"
-
-
-class UnknownCluster(CommandNotAccepted):
-    code = "unknown_cluster"
-
-
-class UnknownSnapshot(CommandNotAccepted):
-    code = "unknown_snapshot"
-
-
-class ClusterNotReady(CommandNotAccepted):
-    code = "cluster_not_ready"
-
-
-class SnapshotInProgress(CommandNotAccepted):
-    code = "snapshot_in_progress"
-
-
-class SecretInCommand(CommandNotAccepted):
-    code = "secret_in_command"
-
-
-class SnapshotNotAvailable(CommandNotAccepted):
-    code = "snapshot_not_available"
-
-
-class SnapshotBusy(CommandNotAccepted):
-    code = "snapshot_busy"
