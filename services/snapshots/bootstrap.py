@@ -9,6 +9,7 @@ from sqlalchemy import URL, Engine
 
 from services.snapshots import views
 from services.snapshots.application import SnapshotsApplication
+from services.snapshots.demo import create_demo_warehouse
 from services.snapshots.drivers import ClusterDriver, SQLiteDriver
 from services.snapshots.drivers.postgres import PostgresDriver
 from services.snapshots.projection import Projection
@@ -82,8 +83,6 @@ class DemoCluster:
 
 def ensure_demo_cluster(settings: Settings) -> DemoCluster:
     """The demo warehouse `dws-demo`: a SQLite file with sample data, made once."""
-    from services.snapshots.demo import create_demo_warehouse
-
     path = settings.demo_cluster_path
     if not path.exists():
         create_demo_warehouse(path)

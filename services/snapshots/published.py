@@ -5,16 +5,15 @@ The envelope id is derived from the aggregate id and version, so re-publishing h
 sends the same ids; `sequence` is the notification id."""
 
 from collections.abc import Iterable, Iterator
-from uuid import uuid5
+from uuid import NAMESPACE_URL, uuid5
 
 from eventsourcing.persistence import Notification
 
 from events.envelope import Envelope
 from events.events import EVENT_TYPES
 from services.snapshots.application import SnapshotsApplication
-from services.snapshots.domain import cluster_id
 
-_EVENT_ID_NAMESPACE = cluster_id("__event-ids__")
+_EVENT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "urn:dws-snapshots:event-ids")
 
 
 def to_envelopes(app: SnapshotsApplication, notifications: Iterable[Notification],

@@ -5,8 +5,8 @@ PostgreSQL database of the event store when that is configured."""
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, BigInteger, Column, DateTime, Engine, Integer, MetaData,
-                        String, Table, Text, create_engine, func, select)
+from sqlalchemy import (JSON, URL, BigInteger, Column, DateTime, Engine, MetaData, String,
+                        Table, Text, create_engine, func, select)
 
 metadata = MetaData()
 
@@ -62,7 +62,7 @@ SNAPSHOT_FIELDS = ("name", "cluster_name", "status", "snapshot_type", "descripti
 CLUSTER_FIELDS = ("name", "status", "task_status", "driver", "target")
 
 
-def connect(url: str) -> Engine:
+def connect(url: str | URL) -> Engine:
     engine = create_engine(url, pool_pre_ping=True)
     metadata.create_all(engine)
     return engine

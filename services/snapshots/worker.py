@@ -82,7 +82,7 @@ def create_service_worker(settings: Settings) -> faust.App:
         async for record in stream.events():
             try:
                 await intake.receive(record.value, record.key)
-            except Exception:  # the store is down, say: log, keep the worker alive
+            except Exception:  # intake retries and dead-letters; this is the last guard (the DLQ itself failing)
                 log.exception("command at %s:%s could not be handled",
                               record.message.partition, record.message.offset)
 

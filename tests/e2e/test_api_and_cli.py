@@ -1,8 +1,13 @@
 """The HTTP API and `snapshotctl` against the running system."""
 
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 import uuid
 
-from tests.e2e.system import snapshotctl
+from tests.e2e.system import ROOT, snapshotctl
 
 
 def test_snapshotctl_create_wait_shows_progress_and_exits_zero(system):
@@ -66,13 +71,6 @@ def test_replay_rebuilds_the_views_that_the_api_serves(system):
 
 
 def test_snapshotctl_watch_follows_status_events_live_until_ctrl_c(system):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from tests.e2e.system import ROOT
-
     watcher = subprocess.Popen([sys.executable, "-m", "services.snapshots", "watch"], env=system.env, cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -91,8 +89,6 @@ def test_snapshotctl_watch_follows_status_events_live_until_ctrl_c(system):
 
 
 def test_a_sqlite_snapshot_is_restored_into_a_new_cluster_and_deleted(system):
-    import sqlite3
-
     name = f"rs-{uuid.uuid4().hex[:6]}"
     assert snapshotctl("create", "dws-e2e", name, "--wait", env=system.env).returncode == 0
     with sqlite3.connect(system.warehouse) as db:
