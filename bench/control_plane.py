@@ -13,8 +13,8 @@ from bench.report import Report, percentiles
 from events.codec import command_envelope, encode
 from events.commands import CreateSnapshotRequested, RegisterCluster
 from services.snapshots.client import EventFollower
-from services.snapshots.relay import new_producer
-from services.snapshots.topics import ensure_topics
+from events.kafka import new_producer
+from events.kafka import ensure_topics
 from tests.e2e.system import RunningSystem
 
 

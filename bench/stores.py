@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 from eventsourcing.domain import Aggregate, event
 
 from bench.report import Report
-from services.snapshots import bootstrap, runner
+from services.snapshots import bootstrap
+from services.snapshots import replay as replay_jobs
 from services.snapshots.domain import Cluster, CommandRecord, Snapshot
 from services.snapshots.settings import Settings
 
@@ -67,7 +68,7 @@ def replay(report: Report, settings: Settings, store: str, events: int) -> None:
         start = batch[-1].id + 1
     raw = time.perf_counter() - started
     started = time.perf_counter()
-    applied = runner.rebuild_views(settings)
+    applied = replay_jobs.rebuild_views(bootstrap.build_replay(settings), settings.service_id)
     elapsed = time.perf_counter() - started
     report.add(f"replay[{store}]/{events:,}", stored_events=stored, published_events_applied=applied,
                seconds=elapsed, events_per_s=stored / elapsed, raw_log_read_events_per_s=read / raw,

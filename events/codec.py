@@ -4,11 +4,14 @@
 `parse_command` raises `CommandInvalid` with a SPEC rejection code for a decodable
 envelope whose type or data is wrong (those are answered with `CommandRejected`)."""
 
-from pydantic import BaseModel, ValidationError
+from functools import cache
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from events.commands import COMMAND_TYPES, Command
 from events.envelope import Envelope
-from events.events import EVENT_TYPES
+from events.events import EVENT_TYPES, Event
 
 MAX_MESSAGE_BYTES = 1_000_000
 
@@ -51,8 +54,22 @@ def parse_command(envelope: Envelope) -> Command:
         raise CommandInvalid("invalid_command", _first_error(error)) from None
 
 
-def parse_event(envelope: Envelope) -> BaseModel:
-    return EVENT_TYPES[envelope.type].model_validate(envelope.data)
+def parse_event(envelope: Envelope) -> Event:
+    """The typed `data` of a status event; raises `KeyError` for a type this version does
+    not know and pydantic's `ValidationError` for data that does not fit."""
+    return event_adapter(EVENT_TYPES[envelope.type]).validate_python(envelope.data)
+
+
+def event_data(event_type: type[Event], fields: dict[str, Any]) -> dict[str, Any]:
+    """The published `data` of an event: validated against its type, as JSON values.
+    Raises `ValidationError` when a field is missing or does not fit."""
+    adapter = event_adapter(event_type)
+    return adapter.dump_python(adapter.validate_python(fields), mode="json")
+
+
+@cache
+def event_adapter(event_type: type[Event]) -> TypeAdapter:
+    return TypeAdapter(event_type)
 
 
 def command_envelope(command: Command, source: str = "snapshotctl", **fields) -> Envelope:

@@ -4,12 +4,9 @@ These models check shape only (types, required fields, sizes). The seed's busine
 (snapshot name, description, cluster status) belong to the domain, which rejects with
 their own codes."""
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
-ClusterStatus = Literal["Available", "Read-only", "Low performance", "Unavailable"]
-DriverName = Literal["sqlite", "postgres"]
+from events.vocabulary import ClusterStatus, DriverName
 
 # Generous upper bounds so an oversized field is `invalid_command`, while anything a
 # domain rule could judge (e.g. a 65-character snapshot name) still reaches the domain.

@@ -1,70 +1,66 @@
-"""Status events published on `snapshot.events` (SPEC.md, "Events").
+"""Status events published on `snapshot.events` (SPEC.md, "Events"): the `data` of each.
 
-The domain records events of the same names; the relay validates each stored event's
-attributes through these models, so only the fields below ever leave the service."""
+Each event's fields are defined here once. They are plain standard-library dataclasses so
+that the domain's own event classes can inherit them (`services/snapshots/domain.py`:
+`class ClusterLocked(Cluster.Event, events.ClusterLocked)`), which is what ties the stored
+events to the published ones; pydantic validates them at the edges (`events.codec`) and
+generates `schemas/` from them. Only the fields below ever leave the service: a domain
+event's own extra fields (a `sha256`, the `command_id` that becomes `correlationid`) stay in
+the store."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from events.commands import ClusterStatus, DriverName
-
-SnapshotStatus = Literal["Creating", "Available", "Failed", "Restoring"]
-RejectionCode = Literal[
-    "invalid_snapshot_name",
-    "invalid_description",
-    "duplicate_snapshot_name",
-    "unknown_cluster",
-    "cluster_not_ready",
-    "snapshot_in_progress",
-    "secret_in_command",
-    "unknown_snapshot",
-    "snapshot_not_available",
-    "snapshot_busy",
-    "duplicate_cluster_name",
-    "invalid_command",
-    "unknown_command_type",
-]
+from events.vocabulary import (ClusterStatus, DriverName, RejectionCode, SnapshotType,
+                               TaskStatus)
 
 
-class Event(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+@dataclass(frozen=True, kw_only=True)
+class Event:
     cluster_name: str
 
 
+@dataclass(frozen=True, kw_only=True)
 class SnapshotEvent(Event):
     snapshot_name: str
 
 
+@dataclass(frozen=True, kw_only=True)
 class ClusterRegistered(Event):
     driver: DriverName
     target: str
     status: ClusterStatus
 
 
+@dataclass(frozen=True, kw_only=True)
 class ClusterStatusChanged(Event):
     status: ClusterStatus
 
 
+@dataclass(frozen=True, kw_only=True)
 class ClusterRestarted(Event):
     pass
 
 
+@dataclass(frozen=True, kw_only=True)
 class SnapshotStarted(SnapshotEvent):
     description: str
-    snapshot_type: Literal["Manual", "Automated"]
+    snapshot_type: SnapshotType
 
 
+@dataclass(frozen=True, kw_only=True)
 class ClusterLocked(SnapshotEvent):
-    status: Literal["Unavailable"]
-    task_status: Literal["Creating snapshot"]
+    status: Literal[ClusterStatus.UNAVAILABLE]
+    task_status: Literal[TaskStatus.CREATING_SNAPSHOT]
 
 
+@dataclass(frozen=True, kw_only=True)
 class ClusterReadOnly(SnapshotEvent):
-    status: Literal["Read-only"]
+    status: Literal[ClusterStatus.READ_ONLY]
 
 
+@dataclass(frozen=True, kw_only=True)
 class SnapshotCompleted(SnapshotEvent):
     size_bytes: int
     started_at: datetime
@@ -72,32 +68,39 @@ class SnapshotCompleted(SnapshotEvent):
     warning: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class SnapshotFailed(SnapshotEvent):
     reason: str
 
 
+@dataclass(frozen=True, kw_only=True)
 class ClusterUnlocked(SnapshotEvent):
     status: ClusterStatus
     task_status: None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class SnapshotDeleted(SnapshotEvent):
     pass
 
 
+@dataclass(frozen=True, kw_only=True)
 class RestoreStarted(SnapshotEvent):
     target_cluster_name: str
 
 
+@dataclass(frozen=True, kw_only=True)
 class RestoreCompleted(SnapshotEvent):
     target_cluster_name: str
 
 
+@dataclass(frozen=True, kw_only=True)
 class RestoreFailed(SnapshotEvent):
     target_cluster_name: str
     reason: str
 
 
+@dataclass(frozen=True, kw_only=True)
 class CommandRejected(Event):
     command_id: str
     command_type: str

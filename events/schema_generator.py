@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import create_model
 
-from events import topics
+from events import kafka
 from events.commands import COMMAND_TYPES
 from events.envelope import Envelope
 from events.events import EVENT_TYPES
@@ -35,7 +35,7 @@ def asyncapi() -> dict:
     def refs(names):
         return {name: {"$ref": f"#/components/messages/{name}"} for name in sorted(names)}
 
-    messages = {name: {"name": name, "contentType": topics.CONTENT_TYPE,
+    messages = {name: {"name": name, "contentType": kafka.CONTENT_TYPE,
                        "payload": {"$ref": f"./{name}.json"}}
                 for name in sorted({**COMMAND_TYPES, **EVENT_TYPES})}
     return {
@@ -44,10 +44,10 @@ def asyncapi() -> dict:
                  "description": "Snapshot control plane: commands in, status events out "
                                 "(SPEC.md). The Kafka key of every message is the cluster name."},
         "channels": {
-            "commands": {"address": topics.COMMANDS, "messages": refs(COMMAND_TYPES)},
-            "events": {"address": topics.EVENTS, "messages": refs(EVENT_TYPES)},
-            "dlq": {"address": topics.COMMANDS_DLQ,
-                    "description": f"Undecodable commands as received; header {topics.DLQ_ERROR_HEADER} holds the error.",
+            "commands": {"address": kafka.COMMANDS, "messages": refs(COMMAND_TYPES)},
+            "events": {"address": kafka.EVENTS, "messages": refs(EVENT_TYPES)},
+            "dlq": {"address": kafka.COMMANDS_DLQ,
+                    "description": f"Undecodable commands as received; header {kafka.DLQ_ERROR_HEADER} holds the error.",
                     "messages": {}},
         },
         "operations": {

@@ -1,24 +1,22 @@
 """The HTTP query API (SPEC.md, "HTTP query API"), served from the views.
 Run with `snapshotctl api` (or `snapshotctl up`)."""
 
-from typing import Literal
-
 from fastapi import FastAPI, HTTPException, Query
 from sqlalchemy import Engine
 
+from events.vocabulary import ClusterStatus, SnapshotStatus
 from services.snapshots import views
-
-SnapshotStatus = Literal["Creating", "Available", "Failed", "Restoring"]
-ClusterStatus = Literal["Available", "Read-only", "Low performance", "Unavailable"]
+from services.snapshots.set_aside import SetAsideLog
 
 
-def create_api(engine: Engine) -> FastAPI:
+def create_api(engine: Engine, set_aside: SetAsideLog) -> FastAPI:
     api = FastAPI(title="dws-snapshots", version="1")
 
     @api.get("/health")
     def health() -> dict:
         views.list_clusters(engine)  # proves the view database answers
-        return {"status": "ok"}
+        return {"status": "ok",
+                "set_aside": {"count": set_aside.count(), "latest": set_aside.latest(5)}}
 
     @api.get("/snapshots")
     def list_snapshots(cluster: str | None = Query(None, max_length=256),

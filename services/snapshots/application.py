@@ -1,32 +1,33 @@
-"""The application: one method per command, each get → call aggregate → save.
+"""The application: commands in (through the handler table), aggregates saved, the
+workflow's steps, and the queries on the event store.
 
 Every command is recorded as a `CommandRecord` in the same atomic save as its effects, so
 a command id seen before (a redelivery, a client retry) has no second effect, and a
 refused command leaves exactly one stored `CommandRejected`."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
+from enum import StrEnum
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Notification
 from eventsourcing.utils import get_topic
 
 from events import commands as c
-from services.snapshots.domain import (
-    Cluster,
-    CommandNotAccepted,
-    CommandRecord,
-    DuplicateClusterName,
-    DuplicateSnapshotName,
-    Snapshot,
-    UnknownCluster,
-    UnknownSnapshot,
-    check_description,
-    check_snapshot_name,
-    cluster_id,
-    command_record_id,
-    snapshot_id,
-)
+from events.vocabulary import SnapshotStatus, name_key
+from services.snapshots.domain import (Cluster, CommandRecord, Snapshot, cluster_id,
+                                       command_record_id, snapshot_id)
+from services.snapshots.handlers import COMMAND_HANDLERS
+from services.snapshots.rules import CommandNotAccepted, UnknownCluster, UnknownSnapshot
+
+
+class Outcome(StrEnum):
+    """What became of one command."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"
+    DEAD_LETTERED = "dead-lettered"
 
 
 def _now() -> datetime:
@@ -38,92 +39,54 @@ class SnapshotsApplication(Application):
 
     name = "Snapshots"
 
-    #: Called after every save (the relay uses it to publish at once instead of polling).
-    on_saved: "Callable[[], None] | None" = None
+    def __init__(self, env=None, on_saved: Callable[[], None] | None = None):
+        super().__init__(env=env)
+        #: Called after every save (the composition root points it at the relay's wake-up).
+        self._on_saved = on_saved
 
     def _notify(self, recordings) -> None:
         super()._notify(recordings)
-        if self.on_saved is not None:
-            self.on_saved()
+        if self._on_saved is not None:
+            self._on_saved()
 
-    def handle(self, command_id: str, command: c.Command, attempts: int = 5) -> str:
-        """Apply a command once. Returns 'accepted', 'rejected' or 'duplicate'."""
+    def handle(self, command_id: str, command: c.Command, attempts: int = 5) -> Outcome:
+        """Apply a command once."""
+        handler = COMMAND_HANDLERS[type(command)]
         for _ in range(attempts):
             if self.has_seen(command_id):
-                return "duplicate"
+                return Outcome.DUPLICATE
             record = CommandRecord(command_id=command_id, command_type=type(command).__name__,
                                    cluster_name=command.cluster_name)
             try:
-                aggregates = getattr(self, "_" + type(command).__name__)(command, command_id)
+                aggregates = handler(self, command, command_id)
             except CommandNotAccepted as refusal:
                 return self.reject(record, refusal.code, refusal.reason)
             try:
                 self.save(record, *aggregates)
-                return "accepted"
+                return Outcome.ACCEPTED
             except IntegrityError:
                 continue  # a concurrent writer got there first: decide again on fresh state
         raise RuntimeError(f"command {command_id} kept conflicting with concurrent writers")
 
-    def reject(self, record: CommandRecord, code: str, reason: str) -> str:
+    def reject(self, record: CommandRecord, code: str, reason: str) -> Outcome:
         record.reject(record.cluster_name, record.command_id, record.command_type, code, reason)
         try:
             self.save(record)
         except IntegrityError:
-            return "duplicate"
-        return "rejected"
+            return Outcome.DUPLICATE
+        return Outcome.REJECTED
 
     def reject_invalid(self, command_id: str, command_type: str, cluster_name: str,
-                       code: str, reason: str) -> str:
+                       code: str, reason: str) -> Outcome:
         """Record the rejection of a decodable command whose type or data is invalid."""
         if self.has_seen(command_id):
-            return "duplicate"
+            return Outcome.DUPLICATE
         record = CommandRecord(command_id=command_id, command_type=command_type,
                                cluster_name=cluster_name)
         return self.reject(record, code, reason)
 
     def has_seen(self, command_id: str) -> bool:
-        return self._find(command_record_id(command_id)) is not None
-
-    def _RegisterCluster(self, cmd: c.RegisterCluster, command_id: str):
-        if self._find(cluster_id(cmd.cluster_name)) is not None:
-            raise DuplicateClusterName(f"cluster {cmd.cluster_name!r} is already registered")
-        return [Cluster.register(cmd.cluster_name, cmd.driver, cmd.target, command_id)]
-
-    def _ReportClusterStatus(self, cmd: c.ReportClusterStatus, command_id: str):
-        cluster = self.get_cluster(cmd.cluster_name)
-        cluster.report_status(cmd.status, command_id)
-        return [cluster]
-
-    def _RestartClusterRequested(self, cmd: c.RestartClusterRequested, command_id: str):
-        cluster = self.get_cluster(cmd.cluster_name)
-        cluster.restart(command_id)
-        return [cluster]
-
-    def _CreateSnapshotRequested(self, cmd: c.CreateSnapshotRequested, command_id: str):
-        check_snapshot_name(cmd.snapshot_name)
-        check_description(cmd.description)
-        cluster = self.get_cluster(cmd.cluster_name)
-        existing = self._find(snapshot_id(cmd.snapshot_name))
-        if existing is not None:
-            raise DuplicateSnapshotName(
-                f"snapshot name {cmd.snapshot_name!r} is taken by {existing.snapshot_name!r} "
-                "(names are case-insensitive)")
-        cluster.lock(cmd.snapshot_name, command_id)
-        snapshot = Snapshot.start(cluster.cluster_name, cmd.snapshot_name, cmd.description,
-                                  _now(), command_id)
-        return [cluster, snapshot]
-
-    def _RestoreSnapshotRequested(self, cmd: c.RestoreSnapshotRequested, command_id: str):
-        snapshot = self.get_snapshot_of(cmd.cluster_name, cmd.snapshot_name)
-        if self._find(cluster_id(cmd.target_cluster_name)) is not None:
-            raise DuplicateClusterName(f"cluster {cmd.target_cluster_name!r} already exists")
-        snapshot.start_restore(cmd.target_cluster_name, command_id)
-        return [snapshot]
-
-    def _DeleteSnapshotRequested(self, cmd: c.DeleteSnapshotRequested, command_id: str):
-        snapshot = self.get_snapshot_of(cmd.cluster_name, cmd.snapshot_name)
-        snapshot.delete(command_id)
-        return [snapshot]
+        return self.find(command_record_id(command_id)) is not None
 
     # Workflow steps (called by the workflow, not by commands).
 
@@ -170,13 +133,13 @@ class SnapshotsApplication(Application):
     # Queries.
 
     def get_snapshot_of(self, cluster_name: str, snapshot_name: str) -> Snapshot:
-        snapshot = self._find(snapshot_id(snapshot_name))
-        if snapshot is None or snapshot.deleted or snapshot.cluster_name.lower() != cluster_name.lower():
+        snapshot = self.find(snapshot_id(snapshot_name))
+        if snapshot is None or snapshot.deleted or name_key(snapshot.cluster_name) != name_key(cluster_name):
             raise UnknownSnapshot(f"cluster {cluster_name!r} has no snapshot {snapshot_name!r}")
         return snapshot
 
     def get_cluster(self, cluster_name: str) -> Cluster:
-        cluster = self._find(cluster_id(cluster_name))
+        cluster = self.find(cluster_id(cluster_name))
         if cluster is None:
             raise UnknownCluster(f"cluster {cluster_name!r} is not registered")
         return cluster
@@ -190,17 +153,21 @@ class SnapshotsApplication(Application):
 
     def snapshots_restoring(self) -> Iterator[Snapshot]:
         """Snapshots left Restoring by an interrupted restore (read at start-up)."""
-        return (s for s in self._all(Snapshot.SnapshotStarted) if s.status == "Restoring")
+        return (s for s in self._all(Snapshot.SnapshotStarted) if s.status == SnapshotStatus.RESTORING)
 
-    def _all(self, created_event_class) -> Iterator:
-        topic = get_topic(created_event_class)
-        start = 1
-        while batch := self.recorder.select_notifications(start, 500, topics=[topic]):
-            for notification in batch:
-                yield self.repository.get(notification.originator_id)
+    def notifications(self, start: int = 1, batch_size: int = 500,
+                      topics: Sequence[str] = ()) -> Iterator[list[Notification]]:
+        """The notification log from `start`, in batches: the one paging loop."""
+        while batch := self.recorder.select_notifications(start, batch_size, topics=topics):
+            yield batch
             start = batch[-1].id + 1
 
-    def _find(self, aggregate_id):
+    def _all(self, created_event_class) -> Iterator:
+        for batch in self.notifications(topics=[get_topic(created_event_class)]):
+            for notification in batch:
+                yield self.repository.get(notification.originator_id)
+
+    def find(self, aggregate_id):
         try:
             return self.repository.get(aggregate_id)
         except AggregateNotFoundError:

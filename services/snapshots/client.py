@@ -1,16 +1,16 @@
 """A Kafka client of the service, as any outside service would write one: publish a
-command, follow the status events it causes. Used by `snapshotctl` and the tests."""
+command, follow the status events it causes. Used by `snapshotctl` and the tests. It
+imports only the published language (`events`), nothing of the service's internals."""
 
 import asyncio
 from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from events import topics
 from events.codec import Undecodable, command_envelope, decode, encode
 from events.commands import Command
 from events.envelope import Envelope
-from services.snapshots.relay import new_producer
+from events.kafka import HEADERS, new_producer, record_key
 
 
 async def publish_command(bootstrap_servers: str, topic: str, command: Command,
@@ -20,8 +20,8 @@ async def publish_command(bootstrap_servers: str, topic: str, command: Command,
     producer = new_producer(bootstrap_servers)
     await producer.start()
     try:
-        await producer.send_and_wait(topic, encode(envelope), key=command.cluster_name.lower().encode(),
-                                     headers=[("content-type", topics.CONTENT_TYPE.encode())])
+        await producer.send_and_wait(topic, encode(envelope), key=record_key(command.cluster_name),
+                                     headers=HEADERS)
     finally:
         await producer.stop()
     return envelope

@@ -23,3 +23,14 @@ def create_demo_warehouse(path: Path, customers: int = 1000, sales: int = 20000)
                        ((i, rng.randint(1, customers), (start + timedelta(days=rng.randint(0, 300))).isoformat(),
                          rng.randint(100, 500_000)) for i in range(1, sales + 1)))
     db.close()
+
+
+DEMO_CLUSTER = "dws-demo"
+
+
+def ensure_demo_warehouse(clusters_dir: Path) -> Path:
+    """The demo warehouse's file under `clusters_dir`, created with sample data once."""
+    path = clusters_dir / f"{DEMO_CLUSTER}.sqlite"
+    if not path.exists():
+        create_demo_warehouse(path)
+    return path.resolve()

@@ -4,16 +4,18 @@ Bytes that are not a CloudEvent go to the DLQ with the error in a header; a deco
 envelope with a bad type or data is answered with one `CommandRejected`. A command whose
 handling keeps failing (the store is down, or a bug) is retried with backoff a few times,
 then dead-lettered with the error and logged with its id: never dropped silently, never
-retried forever. Nothing here raises into the consumer loop."""
+retried forever. Nothing here raises into the consumer loop. Store calls run in the
+store's thread pool, never on the event loop."""
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from events import topics
 from events.codec import CommandInvalid, Undecodable, decode, parse_command
 from events.envelope import Envelope
-from services.snapshots.application import SnapshotsApplication
+from events.kafka import DLQ_ERROR_HEADER
+from services.snapshots.application import Outcome, SnapshotsApplication
+from services.snapshots.threads import ThreadPool
 from services.snapshots.workflow import SnapshotWorkflow
 
 log = logging.getLogger(__name__)
@@ -24,15 +26,17 @@ DeadLetter = Callable[[bytes, bytes | None, list], Awaitable[None]]
 
 class CommandIntake:
     def __init__(self, app: SnapshotsApplication, workflow: SnapshotWorkflow,
-                 dead_letter: DeadLetter, attempts: int = 5, backoff_seconds: float = 0.2):
+                 dead_letter: DeadLetter, store: ThreadPool | None = None, attempts: int = 5,
+                 backoff_seconds: float = 0.2):
         self._app = app
         self._workflow = workflow
         self._dead_letter = dead_letter
+        self._store = store or ThreadPool(1, "store")
         self._attempts = attempts
         self._backoff = backoff_seconds
         self.dead_lettered = 0
 
-    async def receive(self, value: bytes | None, key: bytes | None = None) -> str:
+    async def receive(self, value: bytes | None, key: bytes | None = None) -> Outcome:
         try:
             envelope = decode(value)
         except Undecodable as error:
@@ -40,7 +44,7 @@ class CommandIntake:
             return await self._send_to_dlq(value, key, str(error))
         for attempt in range(self._attempts):
             try:
-                return self._handle(envelope)
+                return await self._handle(envelope)
             except Exception as error:  # noqa: BLE001 - whatever it is, retry, then dead-letter
                 failure = f"{type(error).__name__}: {error}"
                 log.warning("command %s failed (attempt %d of %d): %s",
@@ -50,22 +54,22 @@ class CommandIntake:
                   envelope.id, envelope.type, self._attempts, failure)
         return await self._send_to_dlq(value, key, f"command {envelope.id} failed: {failure}")
 
-    def _handle(self, envelope: Envelope) -> str:
+    async def _handle(self, envelope: Envelope) -> Outcome:
         cluster_name = str(envelope.data.get("cluster_name") or envelope.subject or "")[:256]
         try:
             command = parse_command(envelope)
         except CommandInvalid as invalid:
             log.info("command %s rejected: %s", envelope.id, invalid.reason)
-            return self._app.reject_invalid(envelope.id, envelope.type, cluster_name,
-                                            invalid.code, invalid.reason)
-        outcome = self._app.handle(envelope.id, command)
+            return await self._store.run(self._app.reject_invalid, envelope.id, envelope.type,
+                                         cluster_name, invalid.code, invalid.reason)
+        outcome = await self._store.run(self._app.handle, envelope.id, command)
         log.info("command %s %s %s", envelope.id, envelope.type, outcome)
-        if outcome == "accepted":
+        if outcome == Outcome.ACCEPTED:
             self._workflow.on_accepted(command)
         return outcome
 
-    async def _send_to_dlq(self, value: bytes | None, key: bytes | None, error: str) -> str:
+    async def _send_to_dlq(self, value: bytes | None, key: bytes | None, error: str) -> Outcome:
         self.dead_lettered += 1
         log.warning("poison message #%d sent to the DLQ: %s", self.dead_lettered, error)
-        await self._dead_letter(value or b"", key, [(topics.DLQ_ERROR_HEADER, error.encode("utf-8"))])
-        return "dead-lettered"
+        await self._dead_letter(value or b"", key, [(DLQ_ERROR_HEADER, error.encode("utf-8"))])
+        return Outcome.DEAD_LETTERED

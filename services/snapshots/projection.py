@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import Engine, delete, insert, select, update
 
 from events.envelope import Envelope
+from events.vocabulary import SnapshotStatus, name_key
 from services.snapshots.views import clusters, history, metadata, positions, snapshots
 
 
@@ -26,9 +27,9 @@ class Projection:
             "SnapshotCompleted": self._when_snapshot_completed,
             "SnapshotFailed": self._when_snapshot_failed,
             "SnapshotDeleted": self._when_snapshot_deleted,
-            "RestoreStarted": self._when_snapshot_status_is("Restoring"),
-            "RestoreCompleted": self._when_snapshot_status_is("Available"),
-            "RestoreFailed": self._when_snapshot_status_is("Available"),
+            "RestoreStarted": self._when_snapshot_status_is(SnapshotStatus.RESTORING),
+            "RestoreCompleted": self._when_snapshot_status_is(SnapshotStatus.AVAILABLE),
+            "RestoreFailed": self._when_snapshot_status_is(SnapshotStatus.AVAILABLE),
         }
 
     def apply(self, envelope: Envelope) -> bool:
@@ -45,7 +46,7 @@ class Projection:
             for envelope in envelopes:
                 if envelope.sequence is None or "cluster_name" not in envelope.data:
                     continue
-                key, sequence = str(envelope.data["cluster_name"]).lower(), int(envelope.sequence)
+                key, sequence = name_key(str(envelope.data["cluster_name"])), int(envelope.sequence)
                 if key not in applied:
                     applied[key] = tx.execute(select(positions.c.sequence)
                                               .where(positions.c.cluster_key == key)).scalar()
@@ -79,7 +80,7 @@ class Projection:
     @staticmethod
     def _when_cluster_registered(tx, data, envelope) -> None:
         tx.execute(insert(clusters).values(
-            key=data["cluster_name"].lower(), name=data["cluster_name"], status=data["status"],
+            key=name_key(data["cluster_name"]), name=data["cluster_name"], status=data["status"],
             task_status=None, driver=data["driver"], target=data["target"]))
 
     @staticmethod
@@ -87,32 +88,32 @@ class Projection:
         values = {"status": data["status"]}
         if "task_status" in data:  # set by ClusterLocked, cleared by ClusterUnlocked
             values["task_status"] = data["task_status"]
-        tx.execute(update(clusters).where(clusters.c.key == data["cluster_name"].lower())
+        tx.execute(update(clusters).where(clusters.c.key == name_key(data["cluster_name"]))
                    .values(**values))
 
     @staticmethod
     def _when_snapshot_started(tx, data, envelope) -> None:
         tx.execute(insert(snapshots).values(
-            key=data["snapshot_name"].lower(), name=data["snapshot_name"],
-            cluster_name=data["cluster_name"], status="Creating",
+            key=name_key(data["snapshot_name"]), name=data["snapshot_name"],
+            cluster_name=data["cluster_name"], status=SnapshotStatus.CREATING,
             snapshot_type=data["snapshot_type"], description=data["description"],
             started_at=envelope.time, sequence=int(envelope.sequence)))
 
     @staticmethod
     def _when_snapshot_completed(tx, data, envelope) -> None:
-        _update_snapshot(tx, data, status="Available", size_bytes=data["size_bytes"],
+        _update_snapshot(tx, data, status=SnapshotStatus.AVAILABLE, size_bytes=data["size_bytes"],
                          started_at=datetime.fromisoformat(data["started_at"]),
                          finished_at=datetime.fromisoformat(data["finished_at"]),
                          warning=data.get("warning"))
 
     @staticmethod
     def _when_snapshot_failed(tx, data, envelope) -> None:
-        _update_snapshot(tx, data, status="Failed", failure_reason=data["reason"],
+        _update_snapshot(tx, data, status=SnapshotStatus.FAILED, failure_reason=data["reason"],
                          finished_at=envelope.time)
 
     @staticmethod
     def _when_snapshot_deleted(tx, data, envelope) -> None:
-        tx.execute(delete(snapshots).where(snapshots.c.key == data["snapshot_name"].lower()))
+        tx.execute(delete(snapshots).where(snapshots.c.key == name_key(data["snapshot_name"])))
 
     @staticmethod
     def _when_snapshot_status_is(status: str) -> Callable:
@@ -124,10 +125,10 @@ class Projection:
 def _history_row(envelope: Envelope, cluster_key: str, sequence: int) -> dict:
     snapshot_name = envelope.data.get("snapshot_name")
     return {"event_id": envelope.id, "sequence": sequence, "cluster_key": cluster_key,
-            "snapshot_key": snapshot_name.lower() if snapshot_name else None, "type": envelope.type,
+            "snapshot_key": name_key(snapshot_name) if snapshot_name else None, "type": envelope.type,
             "time": envelope.time, "correlationid": envelope.correlationid, "data": envelope.data}
 
 
 def _update_snapshot(tx, data, **values) -> None:
-    tx.execute(update(snapshots).where(snapshots.c.key == data["snapshot_name"].lower())
+    tx.execute(update(snapshots).where(snapshots.c.key == name_key(data["snapshot_name"]))
                .values(**values))

@@ -1,39 +1,61 @@
 """Translation of stored domain events into published CloudEvents.
 
-Only events named in `events.events` leave the service, with only their published fields.
-The envelope id is derived from the aggregate id and version, so re-publishing history
-sends the same ids; `sequence` is the notification id."""
+A domain event is published as the class of `events.events` that it inherits (its fields
+defined once, there); events on the domain's `INTERNAL_EVENTS` list stay inside. The
+envelope id is derived from the aggregate id and version, so re-publishing history sends
+the same ids; `sequence` is the notification id; `correlationid` the causing command."""
 
-from collections.abc import Iterable, Iterator
+from dataclasses import fields
+from functools import cache
 from uuid import NAMESPACE_URL, uuid5
 
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import Mapper, Notification
 
+from events.codec import event_data
 from events.envelope import Envelope
-from events.events import EVENT_TYPES
-from services.snapshots.application import SnapshotsApplication
+from events.events import EVENT_TYPES, Event
+from services.snapshots.domain import INTERNAL_EVENTS
 
 _EVENT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "urn:dws-snapshots:event-ids")
+_PUBLISHED_CLASSES = frozenset(EVENT_TYPES.values())
 
 
-def to_envelopes(app: SnapshotsApplication, notifications: Iterable[Notification],
-                 source: str) -> Iterator[Envelope]:
-    for notification in notifications:
-        envelope = to_envelope(app, notification, source)
-        if envelope is not None:
-            yield envelope
+class Untranslatable(Exception):
+    """A stored event that cannot be published: unknown, unreadable or not fitting its
+    published type. The relay sets it aside instead of stalling on it."""
+
+    def __init__(self, notification: Notification, reason: str):
+        super().__init__(f"event {notification.id} ({notification.topic}): {reason}")
+        self.position = notification.id
+        self.topic = notification.topic
+        self.reason = reason
 
 
-def to_envelope(app: SnapshotsApplication, notification: Notification,
-                source: str) -> Envelope | None:
-    domain_event = app.mapper.to_domain_event(notification)
+@cache
+def published_type(domain_event_class: type) -> type[Event] | None:
+    """The published class a domain event class inherits, if any."""
+    return next((cls for cls in domain_event_class.__mro__ if cls in _PUBLISHED_CLASSES), None)
+
+
+def to_envelope(mapper: Mapper, notification: Notification, source: str) -> Envelope | None:
+    """The published form of a stored event; None for an internal event."""
+    try:
+        domain_event = mapper.to_domain_event(notification)
+    except Exception as error:  # noqa: BLE001 - any unreadable event is set aside, not fatal
+        raise Untranslatable(notification, f"unreadable: {type(error).__name__}: {error}") from None
     name = type(domain_event).__name__
-    model = EVENT_TYPES.get(name)
+    if name in INTERNAL_EVENTS:
+        return None
+    model = published_type(type(domain_event))
     if model is None:
-        return None  # internal bookkeeping such as CommandReceived
-    data = model.model_validate(vars(domain_event)).model_dump(mode="json")
+        raise Untranslatable(notification, f"{name} has no published type and is not internal")
+    try:
+        data = event_data(model, {f.name: getattr(domain_event, f.name) for f in fields(model)
+                                  if hasattr(domain_event, f.name)})
+    except Exception as error:  # noqa: BLE001 - pydantic's ValidationError, a missing field
+        raise Untranslatable(notification, f"does not fit {model.__name__}: {error}") from None
     return Envelope(
         id=str(uuid5(_EVENT_ID_NAMESPACE, f"{notification.originator_id}:{notification.originator_version}")),
-        type=name, source=source, time=domain_event.timestamp, subject=data["cluster_name"],
-        data=data, correlationid=getattr(domain_event, "command_id", None),
-        sequence=str(notification.id))
+        type=model.__name__, source=source, time=domain_event.timestamp,
+        subject=data["cluster_name"], data=data,
+        correlationid=getattr(domain_event, "command_id", None), sequence=str(notification.id))

@@ -3,63 +3,67 @@
 Events reach Kafka only from here, in notification order, keyed by cluster name. The
 relay records the last published notification id in the event store's own tracking
 table after Kafka has acknowledged the batch (acks=all), so after a crash it re-sends at
-most one batch (consumers deduplicate by event id) and never skips one."""
+most one batch (consumers deduplicate by event id) and never skips one. A stored event it
+cannot translate is set aside (logged, recorded in the set-aside log, shown on `/health`)
+and stepped over: one bad event never stops the rest from being published."""
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import Notification, Tracking
 
-from events import topics
 from events.codec import encode
+from events.envelope import Envelope
+from events.kafka import HEADERS, new_producer, record_key
 from services.snapshots.application import SnapshotsApplication
-from services.snapshots.published import to_envelopes
+from services.snapshots.published import Untranslatable, to_envelope
+from services.snapshots.set_aside import SetAsideLog
+from services.snapshots.threads import ThreadPool, Wakeup
 
 log = logging.getLogger(__name__)
-HEADERS = [("content-type", topics.CONTENT_TYPE.encode())]
 
 
 class Relay:
     tracking_name = "relay"
 
     def __init__(self, app: SnapshotsApplication, producer: "SharedProducer", topic: str,
-                 source: str, batch_size: int = 500):
+                 source: str, set_aside: SetAsideLog | None = None, store: ThreadPool | None = None,
+                 wakeup: Wakeup | None = None, batch_size: int = 500):
         self._app = app
         self._producer = producer
         self._topic = topic
         self._source = source
+        self._set_aside = set_aside
+        self._store = store or ThreadPool(1, "relay")
+        self._wakeup = wakeup or Wakeup()
         self._batch_size = batch_size
         self._tracking = app.factory.tracking_recorder()
-        self._wake = asyncio.Event()
 
     def position(self) -> int:
         return self._tracking.max_tracking_id(self.tracking_name) or 0
 
     async def publish_pending(self) -> int:
         """Publish one batch after the tracked position; returns how many were stored."""
-        position = self.position()
-        batch = self._app.recorder.select_notifications(position + 1, self._batch_size)
+        position = await self._store.run(self.position)
+        batch = await self._store.run(self._app.recorder.select_notifications,
+                                      position + 1, self._batch_size)
         if not batch:
             return 0
-        await publish(await self._producer.get(), self._topic, to_envelopes(self._app, batch, self._source))
-        self._tracking.insert_tracking(Tracking(self.tracking_name, batch[-1].id))
+        envelopes = await self._store.run(self.translate, batch)
+        await publish(await self._producer.get(), self._topic, envelopes)
+        await self._store.run(self._tracking.insert_tracking, Tracking(self.tracking_name, batch[-1].id))
         return len(batch)
 
-    def wake(self) -> None:
-        """Something was stored: publish now rather than at the next poll."""
-        self._wake.set()
+    def translate(self, batch: Iterable[Notification]) -> list[Envelope]:
+        return list(translate(self._app, batch, self._source, self._set_aside))
 
     async def run(self, idle_seconds: float) -> None:
-        self._app.on_saved = self.wake
         while True:
             try:
                 if not await self.publish_pending():
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), idle_seconds)
-                    except TimeoutError:
-                        pass
-                    self._wake.clear()
+                    await self._wakeup.wait(idle_seconds)  # a save wakes it; the timeout is a backstop
             except asyncio.CancelledError:
                 raise
             except Exception:  # broker away: keep the position, try again shortly
@@ -67,24 +71,29 @@ class Relay:
                 await asyncio.sleep(1.0)
 
 
-async def publish(producer: AIOKafkaProducer, topic: str, envelopes) -> int:
+def translate(app: SnapshotsApplication, batch: Iterable[Notification], source: str,
+              set_aside: SetAsideLog | None = None):
+    """The published envelopes of a batch of stored events; an untranslatable one is set
+    aside (recorded, when a log is given) and skipped."""
+    for notification in batch:
+        try:
+            envelope = to_envelope(app.mapper, notification, source)
+        except Untranslatable as error:
+            log.error("relay set aside %s", error)
+            if set_aside is not None:
+                set_aside.record("relay", error.position, error.topic, error.reason)
+            continue
+        if envelope is not None:
+            yield envelope
+
+
+async def publish(producer: AIOKafkaProducer, topic: str, envelopes: Iterable[Envelope]) -> int:
     """Send envelopes keyed by cluster name and wait until the broker has them all."""
-    futures = [
-        # Lower-cased: names are case-insensitive, and every event of one cluster must
-        # land on one partition whatever spelling a command used.
-        await producer.send(topic, encode(envelope), key=envelope.subject.lower().encode("utf-8"),
-                            headers=HEADERS)
-        for envelope in envelopes
-    ]
+    futures = [await producer.send(topic, encode(envelope), key=record_key(envelope.subject),
+                                   headers=HEADERS)
+               for envelope in envelopes]
     await asyncio.gather(*futures)
     return len(futures)
-
-
-def new_producer(bootstrap_servers: str) -> AIOKafkaProducer:
-    # Tansu has no idempotent producer; acks=all without idempotence (SPEC.md).
-    return AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all",
-                            enable_idempotence=False, linger_ms=5,
-                            request_timeout_ms=15000, retry_backoff_ms=200)
 
 
 class SharedProducer:
@@ -100,6 +109,9 @@ class SharedProducer:
             await producer.start()
             self._producer = producer
         return self._producer
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes | None, headers: list) -> None:
+        await (await self.get()).send_and_wait(topic, value, key=key, headers=headers)
 
     async def stop(self) -> None:
         if self._producer is not None:

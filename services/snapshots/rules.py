@@ -1,8 +1,10 @@
 """The seed's rules as `check_*` functions, and the domain exceptions that carry the SPEC
-rejection codes. Standard library only."""
+rejection codes. Standard library only (and the published vocabulary, itself stdlib)."""
 
 import re
 from urllib.parse import parse_qs, urlsplit
+
+from events.vocabulary import RejectionCode
 
 SNAPSHOT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{3,63}")
 CLUSTER_NAME = SNAPSHOT_NAME
@@ -50,7 +52,7 @@ def check_description(description: str) -> None:
 class CommandNotAccepted(Exception):
     """A rule refused a command; `code` is the SPEC rejection code."""
 
-    code = "invalid_command"
+    code = RejectionCode.INVALID_COMMAND
 
     @property
     def reason(self) -> str:
@@ -58,48 +60,48 @@ class CommandNotAccepted(Exception):
 
 
 class InvalidCommand(CommandNotAccepted):
-    code = "invalid_command"
+    code = RejectionCode.INVALID_COMMAND
 
 
 class InvalidSnapshotName(CommandNotAccepted):
-    code = "invalid_snapshot_name"
+    code = RejectionCode.INVALID_SNAPSHOT_NAME
 
 
 class InvalidDescription(CommandNotAccepted):
-    code = "invalid_description"
+    code = RejectionCode.INVALID_DESCRIPTION
 
 
 class DuplicateSnapshotName(CommandNotAccepted):
-    code = "duplicate_snapshot_name"
+    code = RejectionCode.DUPLICATE_SNAPSHOT_NAME
 
 
 class DuplicateClusterName(CommandNotAccepted):
-    code = "duplicate_cluster_name"
+    code = RejectionCode.DUPLICATE_CLUSTER_NAME
 
 
 class UnknownCluster(CommandNotAccepted):
-    code = "unknown_cluster"
+    code = RejectionCode.UNKNOWN_CLUSTER
 
 
 class UnknownSnapshot(CommandNotAccepted):
-    code = "unknown_snapshot"
+    code = RejectionCode.UNKNOWN_SNAPSHOT
 
 
 class ClusterNotReady(CommandNotAccepted):
-    code = "cluster_not_ready"
+    code = RejectionCode.CLUSTER_NOT_READY
 
 
 class SnapshotInProgress(CommandNotAccepted):
-    code = "snapshot_in_progress"
+    code = RejectionCode.SNAPSHOT_IN_PROGRESS
 
 
 class SecretInCommand(CommandNotAccepted):
-    code = "secret_in_command"
+    code = RejectionCode.SECRET_IN_COMMAND
 
 
 class SnapshotNotAvailable(CommandNotAccepted):
-    code = "snapshot_not_available"
+    code = RejectionCode.SNAPSHOT_NOT_AVAILABLE
 
 
 class SnapshotBusy(CommandNotAccepted):
-    code = "snapshot_busy"
+    code = RejectionCode.SNAPSHOT_BUSY

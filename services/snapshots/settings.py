@@ -5,7 +5,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from events import topics
+from events import kafka
 
 
 class Settings(BaseSettings):
@@ -18,9 +18,9 @@ class Settings(BaseSettings):
         "127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    commands_topic: str = topics.COMMANDS
-    events_topic: str = topics.EVENTS
-    dlq_topic: str = topics.COMMANDS_DLQ
+    commands_topic: str = kafka.COMMANDS
+    events_topic: str = kafka.EVENTS
+    dlq_topic: str = kafka.COMMANDS_DLQ
     topic_partitions: int = 3
     broker_session_timeout_seconds: float = 10.0
     broker_rebalance_timeout_seconds: float = 6.0
@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     #: A PostgreSQL URL without the password, e.g. postgresql://postgres@127.0.0.1:5432/snapshots
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/snapshots"
     postgres_password: SecretStr | None = None
+    #: Threads for blocking event-store calls, apart from the copies' pool (see threads.py).
+    store_threads: int = Field(4, ge=1, le=64)
     relay_batch_size: int = 500
     relay_idle_seconds: float = 0.2  # a backstop: local saves wake the relay at once
     snapshot_timeout_seconds: float = 3600.0
@@ -58,7 +60,3 @@ class Settings(BaseSettings):
     def clusters_dir(self) -> Path:
         """Where the sqlite driver keeps clusters it creates (the demo, restores)."""
         return self.data_dir / "clusters"
-
-    @property
-    def demo_cluster_path(self) -> Path:
-        return self.clusters_dir / "dws-demo.sqlite"

@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 from sqlalchemy import (JSON, URL, BigInteger, Column, DateTime, Engine, MetaData, String,
                         Table, Text, create_engine, func, select)
 
+from events.vocabulary import name_key
+
 metadata = MetaData()
 
 snapshots = Table(
@@ -74,7 +76,8 @@ def list_snapshots(engine: Engine, cluster: str | None = None, status: str | Non
     counting = select(func.count()).select_from(snapshots)
     conditions = []
     if cluster is not None:
-        conditions.append(func.lower(snapshots.c.cluster_name) == cluster.lower())
+        # SQL's lower() on the stored spelling: the view keeps no cluster key column.
+        conditions.append(func.lower(snapshots.c.cluster_name) == name_key(cluster))
     if status is not None:
         conditions.append(snapshots.c.status == status)
     for condition in conditions:
@@ -86,14 +89,14 @@ def list_snapshots(engine: Engine, cluster: str | None = None, status: str | Non
 
 
 def get_snapshot(engine: Engine, name: str) -> dict | None:
-    query = select(*(snapshots.c[f] for f in SNAPSHOT_FIELDS)).where(snapshots.c.key == name.lower())
+    query = select(*(snapshots.c[f] for f in SNAPSHOT_FIELDS)).where(snapshots.c.key == name_key(name))
     with engine.connect() as connection:
         row = connection.execute(query).mappings().first()
     return _snapshot(row) if row else None
 
 
 def snapshot_history(engine: Engine, name: str) -> list[dict]:
-    query = (select(history).where(history.c.snapshot_key == name.lower())
+    query = (select(history).where(history.c.snapshot_key == name_key(name))
              .order_by(history.c.sequence))
     with engine.connect() as connection:
         return [_event(row) for row in connection.execute(query).mappings()]
@@ -108,7 +111,7 @@ def list_clusters(engine: Engine, status: str | None = None) -> list[dict]:
 
 
 def get_cluster(engine: Engine, name: str) -> dict | None:
-    query = select(*(clusters.c[f] for f in CLUSTER_FIELDS)).where(clusters.c.key == name.lower())
+    query = select(*(clusters.c[f] for f in CLUSTER_FIELDS)).where(clusters.c.key == name_key(name))
     with engine.connect() as connection:
         row = connection.execute(query).mappings().first()
     return dict(row) if row else None

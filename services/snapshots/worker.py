@@ -1,5 +1,6 @@
 """The faust workers. Run with `snapshotctl service` and `snapshotctl projection`
-(or everything at once with `snapshotctl up`).
+(or everything at once with `snapshotctl up`). The agents only hand records to the parts
+that `bootstrap` built.
 
 The service worker consumes `snapshot.commands` (agent `handle_snapshot_commands`),
 runs snapshot workflows, and relays the event store to `snapshot.events`. The
@@ -14,12 +15,9 @@ import faust
 import faust.transport.drivers.aiokafka as faust_aiokafka
 
 from events.codec import Undecodable, decode
-from services.snapshots import bootstrap
-from services.snapshots.intake import CommandIntake
-from services.snapshots.relay import Relay, SharedProducer
+from events.kafka import ensure_topics, partition_for_key
+from services.snapshots.bootstrap import ProjectionParts, ServiceParts
 from services.snapshots.settings import Settings
-from services.snapshots.topics import ensure_topics, partition_for_key
-from services.snapshots.workflow import SnapshotWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -62,26 +60,15 @@ def _raw_topic(app: faust.App, name: str, partitions: int):
     return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
 
 
-def create_service_worker(settings: Settings) -> faust.App:
+def create_service_worker(settings: Settings, parts: ServiceParts) -> faust.App:
     app = _faust_app(settings, settings.service_id)
     commands = _raw_topic(app, settings.commands_topic, settings.topic_partitions)
-    snapshots = bootstrap.make_application(settings)
-    workflow = SnapshotWorkflow(snapshots, bootstrap.make_drivers(settings),
-                                settings.snapshot_repository, settings.snapshot_timeout_seconds)
-    producer = SharedProducer(settings.kafka_bootstrap_servers)
-
-    async def dead_letter(value, key, headers):
-        await (await producer.get()).send_and_wait(settings.dlq_topic, value, key=key, headers=headers)
-
-    intake = CommandIntake(snapshots, workflow, dead_letter)
-    relay = Relay(snapshots, producer, settings.events_topic, settings.service_id,
-                  settings.relay_batch_size)
 
     @app.agent(commands)
     async def handle_snapshot_commands(stream):
         async for record in stream.events():
             try:
-                await intake.receive(record.value, record.key)
+                await parts.intake.receive(record.value, record.key)
             except Exception:  # intake retries and dead-letters; this is the last guard (the DLQ itself failing)
                 log.exception("command at %s:%s could not be handled",
                               record.message.partition, record.message.offset)
@@ -91,7 +78,7 @@ def create_service_worker(settings: Settings) -> faust.App:
         # Only the owner of a cluster's partition runs its workflows, so two instances in
         # one group never run two workflows for one cluster.
         owned = {tp.partition for tp in assigned if tp.topic == settings.commands_topic}
-        resumed = workflow.resume_interrupted(
+        resumed = await parts.workflow.resume_interrupted(
             lambda name: partition_for_key(name, settings.topic_partitions) in owned)
         if resumed:
             log.info("resumed %d interrupted workflows", resumed)
@@ -99,17 +86,16 @@ def create_service_worker(settings: Settings) -> faust.App:
     @app.task
     async def relay_stored_events():
         try:
-            await relay.run(settings.relay_idle_seconds)
+            await parts.relay.run(settings.relay_idle_seconds)
         finally:
-            await producer.stop()
+            await parts.producer.stop()
 
     return app
 
 
-def create_projection_worker(settings: Settings) -> faust.App:
+def create_projection_worker(settings: Settings, parts: ProjectionParts) -> faust.App:
     app = _faust_app(settings, settings.service_id + "-projection")
     events = _raw_topic(app, settings.events_topic, settings.topic_partitions)
-    projection = bootstrap.make_projection(settings)
 
     @app.agent(events)
     async def project_status_events(stream):
@@ -122,7 +108,7 @@ def create_projection_worker(settings: Settings) -> faust.App:
                     envelopes.append(decode(raw))
                 except Undecodable as error:
                     log.warning("skipping an undecodable status event: %s", error)
-            projection.apply_batch(envelopes)
+            await parts.views.run(parts.projection.apply_batch, envelopes)
 
     return app
 

@@ -6,7 +6,8 @@ RestoreFailed). Every step is recorded in the event store before the next, so on
 start-up the worker finds clusters still `Creating snapshot` and snapshots still
 `Restoring` and runs them again. The driver's freeze is released *before* the outcome is
 recorded: a crash in between leaves a workflow that is resumed, never a cluster that the
-store calls unlocked but is still frozen."""
+store calls unlocked but is still frozen. Store calls run in the store's thread pool;
+copies and restores in asyncio's default pool."""
 
 import asyncio
 import logging
@@ -17,8 +18,10 @@ from pathlib import Path
 from eventsourcing.persistence import IntegrityError
 
 from events import commands as c
+from events.vocabulary import SnapshotStatus, name_key
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.drivers import ClusterDriver, DriverError
+from services.snapshots.threads import ThreadPool
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +30,10 @@ class SnapshotWorkflow:
     """Runs at most one workflow per cluster (or snapshot) at a time, in the background."""
 
     def __init__(self, app: SnapshotsApplication, drivers: dict[str, ClusterDriver],
-                 repository: Path, timeout_seconds: float, release_attempts: int = 5):
+                 repository: Path, timeout_seconds: float, store: ThreadPool | None = None,
+                 release_attempts: int = 5):
         self._app = app
+        self._store = store or ThreadPool(2, "store")
         self._release_attempts = release_attempts
         self._drivers = drivers
         self._repository = repository
@@ -39,25 +44,30 @@ class SnapshotWorkflow:
         if isinstance(command, c.CreateSnapshotRequested):
             self.start(command.cluster_name)
         elif isinstance(command, c.RestoreSnapshotRequested):
-            self._spawn("restore:" + command.snapshot_name.lower(), self.restore(command.snapshot_name))
+            self._spawn("restore:" + name_key(command.snapshot_name), self.restore(command.snapshot_name))
         elif isinstance(command, c.DeleteSnapshotRequested):
-            shutil.rmtree(self.directory_of(command.cluster_name, command.snapshot_name), ignore_errors=True)
+            directory = self.directory_of(command.cluster_name, command.snapshot_name)
+            self._spawn("delete:" + name_key(command.snapshot_name),
+                        asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True))
 
     def start(self, cluster_name: str) -> None:
-        self._spawn("snapshot:" + cluster_name.lower(), self.run(cluster_name))
+        self._spawn("snapshot:" + name_key(cluster_name), self.run(cluster_name))
 
-    def resume_interrupted(self, owns: Callable[[str], bool] = lambda cluster_name: True) -> int:
+    async def resume_interrupted(self, owns: Callable[[str], bool] = lambda cluster_name: True) -> int:
         """Start again every workflow the store shows unfinished, for clusters this
         worker owns; returns how many."""
-        clusters = [c for c in self._app.clusters_creating_snapshots() if owns(c.cluster_name)]
+        clusters, restoring = await self._store.run(self._unfinished, owns)
         for cluster in clusters:
             log.info("resuming snapshot %s of %s", cluster.snapshot_name, cluster.cluster_name)
             self.start(cluster.cluster_name)
-        restoring = [s for s in self._app.snapshots_restoring() if owns(s.cluster_name)]
         for snapshot in restoring:
             log.info("resuming restore of %s", snapshot.snapshot_name)
-            self._spawn("restore:" + snapshot.snapshot_name.lower(), self.restore(snapshot.snapshot_name))
+            self._spawn("restore:" + name_key(snapshot.snapshot_name), self.restore(snapshot.snapshot_name))
         return len(clusters) + len(restoring)
+
+    def _unfinished(self, owns: Callable[[str], bool]) -> tuple[list, list]:
+        return ([c for c in self._app.clusters_creating_snapshots() if owns(c.cluster_name)],
+                [s for s in self._app.snapshots_restoring() if owns(s.cluster_name)])
 
     async def wait_idle(self) -> None:
         while self._running:
@@ -65,7 +75,7 @@ class SnapshotWorkflow:
 
     def directory_of(self, cluster_name: str, snapshot_name: str) -> Path:
         # Both names passed the domain's name rule, so they are safe path components.
-        return self._repository / cluster_name.lower() / snapshot_name.lower()
+        return self._repository / name_key(cluster_name) / name_key(snapshot_name)
 
     async def run(self, cluster_name: str) -> None:
         try:
@@ -78,7 +88,7 @@ class SnapshotWorkflow:
             log.error("snapshot of %s: %s; left open for a resume", cluster_name, error)
 
     async def _run(self, cluster_name: str) -> None:
-        cluster = self._app.get_cluster(cluster_name)
+        cluster = await self._store.run(self._app.get_cluster, cluster_name)
         if not cluster.is_creating_snapshot:
             return
         try:
@@ -88,15 +98,16 @@ class SnapshotWorkflow:
         except Exception as error:  # any failure must still unlock the cluster
             reason = _reason(error)
             log.warning("snapshot of %s failed: %s", cluster_name, reason)
-            self._app.fail_snapshot(cluster_name, reason)
+            await self._store.run(self._app.fail_snapshot, cluster_name, reason)
             return
-        self._app.complete_snapshot(cluster_name, files.size_bytes, files.warning, files.sha256)
+        await self._store.run(self._app.complete_snapshot, cluster_name, files.size_bytes,
+                              files.warning, files.sha256)
 
     async def restore(self, snapshot_name: str) -> None:
-        snapshot = self._app.get_snapshot(snapshot_name)
-        if snapshot.status != "Restoring":
+        snapshot = await self._store.run(self._app.get_snapshot, snapshot_name)
+        if snapshot.status != SnapshotStatus.RESTORING:
             return
-        source = self._app.get_cluster(snapshot.cluster_name)
+        source = await self._store.run(self._app.get_cluster, snapshot.cluster_name)
         try:
             driver = self._driver(source.driver)
             target = await asyncio.to_thread(
@@ -104,9 +115,9 @@ class SnapshotWorkflow:
                 source.target, snapshot.restore_target, snapshot.sha256)
         except Exception as error:
             log.warning("restore of %s failed: %s", snapshot_name, _reason(error))
-            self._app.fail_restore(snapshot_name, _reason(error))
+            await self._store.run(self._app.fail_restore, snapshot_name, _reason(error))
             return
-        self._app.complete_restore(snapshot_name, source.driver, target)
+        await self._store.run(self._app.complete_restore, snapshot_name, source.driver, target)
 
     def _spawn(self, key: str, work) -> None:
         if key in self._running and not self._running[key].done():
@@ -127,7 +138,7 @@ class SnapshotWorkflow:
         frozen = await asyncio.to_thread(driver.freeze, cluster.target)
         try:
             if not cluster.read_only:
-                self._app.make_read_only(cluster.cluster_name)
+                await self._store.run(self._app.make_read_only, cluster.cluster_name)
             copying = asyncio.to_thread(frozen.copy_to, self.directory_of(cluster.cluster_name, cluster.snapshot_name))
             try:
                 return await asyncio.wait_for(copying, self._timeout)

@@ -3,7 +3,7 @@
 import pytest
 
 from services.snapshots.demo import create_demo_warehouse
-from services.snapshots.topics import ensure_topics
+from events.kafka import ensure_topics
 from tests.e2e.system import RunningSystem
 
 

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from events.envelope import Envelope
 from services.snapshots.broker import free_port
 from services.snapshots.client import EventFollower
-from services.snapshots.relay import new_producer
+from events.kafka import new_producer
 
 ROOT = Path(__file__).resolve().parents[2]
 

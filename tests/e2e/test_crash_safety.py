@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from services.snapshots import bootstrap, runner, views
+from services.snapshots import bootstrap, replay, views
 from services.snapshots.demo import create_demo_warehouse
 from services.snapshots.projection import Projection
 from services.snapshots.settings import Settings
@@ -111,7 +111,7 @@ async def test_after_repeated_sigkills_every_command_has_one_outcome_and_nothing
     assert sum(type(e).__name__ == "SnapshotStarted" and e.snapshot_name == "dup-x" for e in events) == 0
 
     rebuilt = Projection(views.connect(f"sqlite:///{system.data_dir / 'rebuilt.sqlite'}"))
-    for envelope in runner.stored_envelopes(app, settings):
+    for envelope in replay.stored_envelopes(bootstrap.build_replay(settings), settings.service_id):
         rebuilt.apply(envelope)
     expected = views.list_snapshots(rebuilt._engine, limit=1000), views.list_clusters(rebuilt._engine)
     live = bootstrap.make_view_engine(settings)

@@ -6,7 +6,7 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from events import topics
+from events import kafka
 
 SPEC_ORDER = ["ClusterLocked", "SnapshotStarted", "ClusterReadOnly", "SnapshotCompleted", "ClusterUnlocked"]
 
@@ -92,8 +92,8 @@ async def test_undecodable_messages_go_to_the_dlq_with_the_error_and_the_worker_
     await consumer.start()
     try:
         await consumer.topics()
-        partitions = [TopicPartition(topics.COMMANDS_DLQ, p)
-                      for p in consumer.partitions_for_topic(topics.COMMANDS_DLQ)]
+        partitions = [TopicPartition(kafka.COMMANDS_DLQ, p)
+                      for p in consumer.partitions_for_topic(kafka.COMMANDS_DLQ)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         record = None
@@ -101,7 +101,7 @@ async def test_undecodable_messages_go_to_the_dlq_with_the_error_and_the_worker_
             batch = await consumer.getmany(timeout_ms=20000)
             assert batch, "nothing reached the DLQ"
             record = next((r for rs in batch.values() for r in rs if marker in r.value), None)
-        assert dict(record.headers)[topics.DLQ_ERROR_HEADER]
+        assert dict(record.headers)[kafka.DLQ_ERROR_HEADER]
     finally:
         await consumer.stop()
     command_id = await system.send("CreateSnapshotRequested", {"cluster_name": "dws-e2e", "snapshot_name": unique("after")})

@@ -7,11 +7,11 @@ import asyncio
 import pytest
 from aiokafka.errors import KafkaError
 
-from services.snapshots import runner
+from services.snapshots import bootstrap, replay
 from services.snapshots.broker import EmbeddedBroker
 from services.snapshots.relay import Relay, SharedProducer
 from services.snapshots.settings import Settings
-from services.snapshots.topics import ensure_topics
+from events.kafka import ensure_topics
 from tests.integration.test_relay_and_projection import read_topic, take_snapshot
 
 
@@ -44,8 +44,9 @@ async def test_the_relay_resumes_after_an_outage_and_republish_recovers_history(
                                                    "SnapshotCompleted", "ClusterUnlocked"]
         assert {e.correlationid for e in after_restart} == {"cmd-2"}
 
-        sent = await runner.republish(settings)
-        history = {e.id for e in runner.stored_envelopes(app, settings)}
+        parts = bootstrap.build_replay(settings)
+        sent = await replay.republish(parts, settings.kafka_bootstrap_servers, settings.events_topic, "test")
+        history = {e.id for e in replay.stored_envelopes(parts, "test")}
         topic = await read_topic(settings, 5 + sent)
         assert {e.id for e in topic} == history and sent == len(history)
     finally:

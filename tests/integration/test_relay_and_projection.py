@@ -5,12 +5,12 @@ import asyncio
 import pytest
 
 from events.commands import CreateSnapshotRequested, RegisterCluster
-from services.snapshots import bootstrap, runner
+from services.snapshots import bootstrap, replay
 from services.snapshots.client import EventFollower
 from services.snapshots.demo import create_demo_warehouse
 from services.snapshots.relay import Relay, SharedProducer
 from services.snapshots.settings import Settings
-from services.snapshots.topics import ensure_topics
+from events.kafka import ensure_topics
 from services.snapshots.views import get_cluster, list_snapshots
 from services.snapshots.workflow import SnapshotWorkflow
 from tests.conftest import postgres_dsn
@@ -88,9 +88,9 @@ async def test_the_relay_resumes_from_its_position_and_sends_nothing_twice(setti
 
 
 async def test_the_projection_counts_a_redelivered_event_once(settings):
-    app = await take_snapshot(settings, "nightly-01", "cmd-1")
+    await take_snapshot(settings, "nightly-01", "cmd-1")
     projection = bootstrap.make_projection(settings)
-    envelopes = list(runner.stored_envelopes(app, settings))
+    envelopes = list(replay.stored_envelopes(bootstrap.build_replay(settings), "test"))
     applied = [projection.apply(e) for e in envelopes + envelopes]
     assert applied == [True] * len(envelopes) + [False] * len(envelopes)
     snapshots, count = list_snapshots(bootstrap.make_view_engine(settings))
@@ -99,18 +99,18 @@ async def test_the_projection_counts_a_redelivered_event_once(settings):
 
 def test_replay_rebuilds_the_same_views_from_the_event_store(settings):
     app = asyncio.run(take_snapshot(settings, "nightly-01", "cmd-1"))
-    runner.rebuild_views(settings)
+    replay.rebuild_views(bootstrap.build_replay(settings), "test")
     engine = bootstrap.make_view_engine(settings)
     before = list_snapshots(engine), get_cluster(engine, "DWS-ONE")
-    runner.rebuild_views(settings)
+    replay.rebuild_views(bootstrap.build_replay(settings), "test")
     assert (list_snapshots(engine), get_cluster(engine, "dws-one")) == before
     assert before[1]["status"] == "Available" and before[0][0][0]["name"] == "nightly-01"
     app.close()
 
 
 async def test_a_batch_with_repeated_events_applies_each_once(settings):
-    app = await take_snapshot(settings, "nightly-01", "cmd-1")
+    await take_snapshot(settings, "nightly-01", "cmd-1")
     projection = bootstrap.make_projection(settings)
-    envelopes = list(runner.stored_envelopes(app, settings))
+    envelopes = list(replay.stored_envelopes(bootstrap.build_replay(settings), "test"))
     assert projection.apply_batch(envelopes[:3] + envelopes) == len(envelopes)
     assert projection.apply_batch(envelopes) == 0

@@ -2,9 +2,10 @@
 
 import pytest
 
-from services.snapshots.domain import (
-    Cluster, ClusterNotReady, InvalidCommand, InvalidDescription, InvalidSnapshotName,
-    SecretInCommand, SnapshotInProgress, check_description, check_snapshot_name)
+from services.snapshots.domain import Cluster
+from services.snapshots.rules import (ClusterNotReady, InvalidCommand, InvalidDescription,
+                                      InvalidSnapshotName, SecretInCommand, SnapshotInProgress,
+                                      check_description, check_snapshot_name)
 
 
 @pytest.mark.parametrize("name", ["abcd", "a" * 64, "Nightly-01", "x_1-2", "Z999"])

@@ -1,4 +1,8 @@
-"""`snapshotctl up` (one machine, every part as its own process) and the replay jobs."""
+"""`snapshotctl up`: everything on one machine, each part as its own process, supervised.
+
+Starts the embedded broker when nothing answers at KAFKA_BOOTSTRAP_SERVERS, creates the
+topics, registers the demo warehouse on an empty store, then runs `snapshotctl service`,
+`projection` and `api` as children until Ctrl-C (or one of them stops)."""
 
 import asyncio
 import logging
@@ -9,11 +13,11 @@ import time
 import uuid
 
 from events.commands import RegisterCluster
+from events.kafka import first_broker
 from services.snapshots import bootstrap
 from services.snapshots.broker import EmbeddedBroker, is_listening
 from services.snapshots.client import publish_command
-from services.snapshots.published import to_envelopes
-from services.snapshots.relay import new_producer, publish
+from services.snapshots.demo import DEMO_CLUSTER, ensure_demo_warehouse
 from services.snapshots.settings import Settings
 from services.snapshots.worker import prepare_topics
 
@@ -31,6 +35,8 @@ def up(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.append(True))
     try:
+        if settings.event_store == "postgres":
+            bootstrap.ensure_postgres_database(settings)
         asyncio.run(prepare_topics(settings))
         asyncio.run(_register_demo_cluster_on_empty_store(settings))
         children = [_spawn(part) for part in PARTS]
@@ -53,8 +59,8 @@ def _start_broker_if_absent(settings: Settings) -> EmbeddedBroker | None:
     if is_listening(settings.kafka_bootstrap_servers):
         log.info("using the Kafka broker at %s", settings.kafka_bootstrap_servers)
         return None
-    host, _, port = settings.kafka_bootstrap_servers.split(",")[0].rpartition(":")
-    broker = EmbeddedBroker(host or "127.0.0.1", int(port), settings.data_dir / "broker.log").start()
+    host, port = first_broker(settings.kafka_bootstrap_servers)
+    broker = EmbeddedBroker(host, port, settings.data_dir / "broker.log").start()
     log.info("started the embedded broker at %s", broker.bootstrap_servers)
     return broker
 
@@ -66,11 +72,11 @@ async def _register_demo_cluster_on_empty_store(settings: Settings) -> None:
             return
     finally:
         app.close()
-    demo = bootstrap.ensure_demo_cluster(settings)
-    command = RegisterCluster(cluster_name=demo.name, driver="sqlite", target=str(demo.path))
+    path = ensure_demo_warehouse(settings.clusters_dir)
+    command = RegisterCluster(cluster_name=DEMO_CLUSTER, driver="sqlite", target=str(path))
     await publish_command(settings.kafka_bootstrap_servers, settings.commands_topic, command,
                           DEMO_REGISTRATION_ID)
-    log.info("registering the demo cluster %s (%s)", demo.name, demo.path)
+    log.info("registering the demo cluster %s (%s)", DEMO_CLUSTER, path)
 
 
 def _spawn(part: str) -> subprocess.Popen:
@@ -89,33 +95,3 @@ def _stop(children: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-
-
-def stored_envelopes(app, settings: Settings, batch_size: int = 1000):
-    """Every published event in the store, in notification order."""
-    start = 1
-    while batch := app.recorder.select_notifications(start, batch_size):
-        yield from to_envelopes(app, batch, settings.service_id)
-        start = batch[-1].id + 1
-
-
-def rebuild_views(settings: Settings, batch_size: int = 2000) -> int:
-    app = bootstrap.make_application(settings)
-    projection = bootstrap.make_projection(settings)
-    projection.reset()
-    applied, batch = 0, []
-    for envelope in stored_envelopes(app, settings, batch_size):
-        batch.append(envelope)
-        if len(batch) == batch_size:
-            applied, batch = applied + projection.apply_batch(batch), []
-    return applied + projection.apply_batch(batch)
-
-
-async def republish(settings: Settings) -> int:
-    app = bootstrap.make_application(settings)
-    producer = new_producer(settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        return await publish(producer, settings.events_topic, stored_envelopes(app, settings))
-    finally:
-        await producer.stop()

@@ -1,0 +1,87 @@
+"""The command handlers: one small function per command, and the explicit table that maps
+each command type to its handler.
+
+A handler decides: it reads aggregates through the application's queries, calls the
+aggregate methods (which apply the seed's rules and raise `CommandNotAccepted` with the
+rejection code), and returns the aggregates to save. The application saves them together
+with the command's record, in one transaction (`SnapshotsApplication.handle`)."""
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from eventsourcing.domain import Aggregate
+
+from events import commands as c
+from events.commands import COMMAND_TYPES
+from services.snapshots.domain import Cluster, Snapshot, cluster_id, snapshot_id
+from services.snapshots.rules import (DuplicateClusterName, DuplicateSnapshotName,
+                                      check_description, check_snapshot_name)
+
+if TYPE_CHECKING:
+    from services.snapshots.application import SnapshotsApplication
+
+Handler = Callable[["SnapshotsApplication", c.Command, str], list[Aggregate]]
+
+
+def register_cluster(app: "SnapshotsApplication", cmd: c.RegisterCluster, command_id: str):
+    if app.find(cluster_id(cmd.cluster_name)) is not None:
+        raise DuplicateClusterName(f"cluster {cmd.cluster_name!r} is already registered")
+    return [Cluster.register(cmd.cluster_name, cmd.driver, cmd.target, command_id)]
+
+
+def report_cluster_status(app: "SnapshotsApplication", cmd: c.ReportClusterStatus, command_id: str):
+    cluster = app.get_cluster(cmd.cluster_name)
+    cluster.report_status(cmd.status, command_id)
+    return [cluster]
+
+
+def restart_cluster(app: "SnapshotsApplication", cmd: c.RestartClusterRequested, command_id: str):
+    cluster = app.get_cluster(cmd.cluster_name)
+    cluster.restart(command_id)
+    return [cluster]
+
+
+def create_snapshot(app: "SnapshotsApplication", cmd: c.CreateSnapshotRequested, command_id: str):
+    check_snapshot_name(cmd.snapshot_name)
+    check_description(cmd.description)
+    cluster = app.get_cluster(cmd.cluster_name)
+    existing = app.find(snapshot_id(cmd.snapshot_name))
+    if existing is not None:
+        raise DuplicateSnapshotName(
+            f"snapshot name {cmd.snapshot_name!r} is taken by {existing.snapshot_name!r} "
+            "(names are case-insensitive)")
+    cluster.lock(cmd.snapshot_name, command_id)
+    snapshot = Snapshot.start(cluster.cluster_name, cmd.snapshot_name, cmd.description,
+                              datetime.now(timezone.utc), command_id)
+    return [cluster, snapshot]
+
+
+def restore_snapshot(app: "SnapshotsApplication", cmd: c.RestoreSnapshotRequested, command_id: str):
+    snapshot = app.get_snapshot_of(cmd.cluster_name, cmd.snapshot_name)
+    if app.find(cluster_id(cmd.target_cluster_name)) is not None:
+        raise DuplicateClusterName(f"cluster {cmd.target_cluster_name!r} already exists")
+    snapshot.start_restore(cmd.target_cluster_name, command_id)
+    return [snapshot]
+
+
+def delete_snapshot(app: "SnapshotsApplication", cmd: c.DeleteSnapshotRequested, command_id: str):
+    snapshot = app.get_snapshot_of(cmd.cluster_name, cmd.snapshot_name)
+    snapshot.delete(command_id)
+    return [snapshot]
+
+
+COMMAND_HANDLERS: dict[type[c.Command], Handler] = {
+    c.RegisterCluster: register_cluster,
+    c.ReportClusterStatus: report_cluster_status,
+    c.RestartClusterRequested: restart_cluster,
+    c.CreateSnapshotRequested: create_snapshot,
+    c.RestoreSnapshotRequested: restore_snapshot,
+    c.DeleteSnapshotRequested: delete_snapshot,
+}
+
+# A command type the codec accepts but nobody handles must fail here, at import, not after
+# five retries in the DLQ.
+_unhandled = set(COMMAND_TYPES.values()) - set(COMMAND_HANDLERS)
+if _unhandled:
+    raise ImportError("commands without a handler: " + ", ".join(sorted(t.__name__ for t in _unhandled)))
