@@ -10,7 +10,8 @@ needs PostgreSQL to go away (an outage, a crash) gets a server of its own:
             server.start()                                 # same port, same data
             server.kill()                                  # SIGKILL of the postmaster
 
-Each server lives in its own temporary directory (`<tmp>/dws-private-pg-<test pid>-...`):
+Each server lives in its own temporary directory (`/dev/shm/dws-private-pg-<test pid>-...`,
+see `base_dir()`):
 `data/` (the cluster), the Unix socket and `postgres.log`. Leaving the `with` block (or
 `close()`) stops the server and removes the directory, whatever happened in the test.
 
@@ -195,12 +196,13 @@ def _end_processes_in(directory: Path, grace: float) -> None:
         time.sleep(0.02)
 
 
-def sweep_stale(tmp: Path | None = None) -> list[Path]:
-    """Remove the directories left by test processes that died before their teardown
-    (named after the pid of the process that made them), ending any server process still
-    working in them. Directories of living processes are left alone."""
+def sweep_stale(place: Path | None = None) -> list[Path]:
+    """Remove the directories in `place` (default: base_dir()) left by test processes
+    that died before their teardown (named after the pid of the process that made them),
+    ending any server process still working in them. Directories of living processes are
+    left alone."""
     removed = []
-    for path in Path(tmp or tempfile.gettempdir()).glob(PREFIX + "*"):
+    for path in Path(place or base_dir()).glob(PREFIX + "*"):
         owner = path.name[len(PREFIX):].split("-", 1)[0]
         if not owner.isdigit() or _alive(int(owner)) or not path.is_dir():
             continue
@@ -210,15 +212,33 @@ def sweep_stale(tmp: Path | None = None) -> list[Path]:
     return removed
 
 
+def base_dir() -> Path:
+    """Where servers live: $DWS_PRIVATE_PG_TMPDIR, else /dev/shm when it has 1 GiB free
+    (memory: copying the template there takes ~0.03 s against 0.04-1 s on this machine's
+    disk, and a killed server loses nothing, since its files are in memory, not in the
+    process), else the temporary directory."""
+    if os.environ.get("DWS_PRIVATE_PG_TMPDIR"):
+        return Path(os.environ["DWS_PRIVATE_PG_TMPDIR"])
+    try:
+        shm = os.statvfs("/dev/shm")
+        if shm.f_bavail * shm.f_frsize >= 1 << 30 and os.access("/dev/shm", os.W_OK | os.X_OK):
+            return Path("/dev/shm")
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir())
+
+
 _swept = False
 
 
 def _make_root(label: str) -> Path:
     global _swept
     if not _swept:
-        sweep_stale()
+        for place in {base_dir(), Path("/dev/shm"), Path(tempfile.gettempdir())}:
+            if place.is_dir():
+                sweep_stale(place)
         _swept = True
-    root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-{label}-"))
+    root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-{label}-", dir=base_dir()))
     _chown_tree(root)
     return root
 
@@ -484,4 +504,4 @@ class PrivateServer:
 
 
 __all__ = ["PostgresTemplate", "PrivateServer", "ServerStartError", "FAST_SETTINGS", "bin_dir",
-           "free_port", "listening", "processes_in", "sweep_stale"]
+           "base_dir", "free_port", "listening", "processes_in", "sweep_stale"]
