@@ -171,13 +171,17 @@ def processes_in(directory: Path) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` runs; a zombie (exited, not yet reaped by its new parent) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return True
-    return True
 
 
 def _end_processes_in(directory: Path, grace: float) -> None:
