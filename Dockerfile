@@ -1,5 +1,10 @@
 # One image for every part of dws-snapshots; the compose file picks the part to run.
-FROM python:3.11-slim
+# Debian bookworm, pinned: the postgres driver runs pg_dump and pg_restore, which must be
+# of the compose server's major version (postgres:15); bookworm ships postgresql-client-15.
+FROM python:3.11-slim-bookworm
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client-15 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY events ./events

@@ -29,3 +29,31 @@ def postgres_database():
 
 def postgres_dsn(database: str) -> str:
     return f"postgresql://postgres@127.0.0.1:5432/{database}"
+
+
+# Private PostgreSQL servers for fault tests (tests/pg_server.py): a test may stop, crash
+# and restart its own server without touching the shared one on 127.0.0.1:5432.
+from tests.pg_server import PostgresTemplate, PrivateServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def private_postgres_template():
+    """One initdb'd data directory for the session; every private server copies it."""
+    with PostgresTemplate() as template:
+        yield template
+
+
+@pytest.fixture
+def private_postgres(private_postgres_template):
+    """A PostgreSQL server of this test's own (PrivateServer), running; stopped and its
+    directory removed after the test, whether it passed or not."""
+    with PrivateServer(private_postgres_template) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def private_postgres_session(private_postgres_template):
+    """One private server shared by the session, for tests that need a server of their own
+    but no faults. A test that stops it must start() it again before it ends."""
+    with PrivateServer(private_postgres_template) as server:
+        yield server
