@@ -20,6 +20,7 @@ from services.snapshots.application import SnapshotsApplication
 from services.snapshots.drivers import ClusterDriver, SQLiteDriver
 from services.snapshots.drivers.postgres import PostgresDriver
 from services.snapshots.intake import CommandIntake
+from services.snapshots.lease import FileLease, Lease, PostgresLease, SoleLease
 from services.snapshots.projection import Projection
 from services.snapshots.relay import Relay, SharedProducer
 from services.snapshots.set_aside import SetAsideLog
@@ -65,7 +66,7 @@ def build_service(settings: Settings) -> ServiceParts:
     intake = CommandIntake(app, workflow, partial(producer.send_and_wait, settings.dlq_topic), store)
     relay = Relay(app, producer, settings.events_topic, settings.service_id,
                   SetAsideLog(make_view_engine(settings)), store, relay_wakeup,
-                  settings.relay_batch_size)
+                  make_relay_lease(settings), settings.relay_batch_size)
     return ServiceParts(app, workflow, intake, relay, producer, store)
 
 
@@ -112,6 +113,19 @@ def make_drivers(settings: Settings) -> dict[str, ClusterDriver]:
     return {"sqlite": SQLiteDriver(settings.clusters_dir, forbidden=own_files),
             "postgres": PostgresDriver(passwords, settings.freeze_lock_timeout_seconds,
                                        settings.snapshot_timeout_seconds)}
+
+
+def make_relay_lease(settings: Settings) -> Lease:
+    """One relay publishes at a time among every instance on this event store."""
+    name = f"{settings.service_id}:relay:{settings.events_topic}"
+    if settings.event_store == "postgres":
+        env = event_store_env(settings)
+        return PostgresLease({"host": env["POSTGRES_HOST"], "port": env["POSTGRES_PORT"],
+                              "dbname": env["POSTGRES_DBNAME"], "user": env["POSTGRES_USER"],
+                              "password": env["POSTGRES_PASSWORD"] or None}, name)
+    if settings.event_store == "sqlite":
+        return FileLease(settings.data_dir / "relay.lock")
+    return SoleLease()
 
 
 def make_view_engine(settings: Settings) -> Engine:

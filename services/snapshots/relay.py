@@ -3,8 +3,9 @@
 Events reach Kafka only from here, in notification order, keyed by cluster name. The
 relay records the last published notification id in the event store's own tracking
 table after Kafka has acknowledged the batch (acks=all), so after a crash it re-sends at
-most one batch (consumers deduplicate by event id) and never skips one. A stored event it
-cannot translate is set aside (logged, recorded in the set-aside log, shown on `/health`)
+most one batch (consumers deduplicate by event id) and never skips one. However many
+service instances run, only the holder of the relay lease (`lease.py`) publishes. A stored
+event it cannot translate is set aside (logged, recorded in the set-aside log, shown on `/health`)
 and stepped over: one bad event never stops the rest from being published."""
 
 import asyncio
@@ -18,6 +19,7 @@ from events.codec import encode
 from events.envelope import Envelope
 from events.kafka import HEADERS, new_producer, record_key
 from services.snapshots.application import SnapshotsApplication
+from services.snapshots.lease import Lease, SoleLease
 from services.snapshots.published import Untranslatable, to_envelope
 from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.threads import ThreadPool, Wakeup
@@ -30,7 +32,7 @@ class Relay:
 
     def __init__(self, app: SnapshotsApplication, producer: "SharedProducer", topic: str,
                  source: str, set_aside: SetAsideLog | None = None, store: ThreadPool | None = None,
-                 wakeup: Wakeup | None = None, batch_size: int = 500):
+                 wakeup: Wakeup | None = None, lease: Lease | None = None, batch_size: int = 500):
         self._app = app
         self._producer = producer
         self._topic = topic
@@ -38,6 +40,8 @@ class Relay:
         self._set_aside = set_aside
         self._store = store or ThreadPool(1, "relay")
         self._wakeup = wakeup or Wakeup()
+        self._lease = lease or SoleLease()
+        self._leading = False
         self._batch_size = batch_size
         self._tracking = app.factory.tracking_recorder()
 
@@ -59,16 +63,29 @@ class Relay:
     def translate(self, batch: Iterable[Notification]) -> list[Envelope]:
         return list(translate(self._app, batch, self._source, self._set_aside))
 
-    async def run(self, idle_seconds: float) -> None:
-        while True:
-            try:
-                if not await self.publish_pending():
-                    await self._wakeup.wait(idle_seconds)  # a save wakes it; the timeout is a backstop
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # broker away: keep the position, try again shortly
-                log.exception("relay could not publish; retrying")
-                await asyncio.sleep(1.0)
+    async def run(self, idle_seconds: float, lease_retry_seconds: float = 2.0) -> None:
+        try:
+            while True:
+                try:
+                    if not await self._store.run(self._holds_lease):
+                        await asyncio.sleep(lease_retry_seconds)  # another instance relays
+                    elif not await self.publish_pending():
+                        await self._wakeup.wait(idle_seconds)  # a save wakes it; the timeout is a backstop
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # broker away: keep the position, try again shortly
+                    log.exception("relay could not publish; retrying")
+                    await asyncio.sleep(1.0)
+        finally:
+            self._lease.release()
+
+    def _holds_lease(self) -> bool:
+        leading = self._lease.held() or self._lease.acquire()
+        if leading != self._leading:
+            log.info("relay lease %s", "acquired: this instance publishes" if leading
+                     else "not held: another instance publishes")
+            self._leading = leading
+        return leading
 
 
 def translate(app: SnapshotsApplication, batch: Iterable[Notification], source: str,
