@@ -21,7 +21,7 @@ from services.snapshots.drivers import ClusterDriver, SQLiteDriver
 from services.snapshots.drivers.postgres import PostgresDriver
 from services.snapshots.intake import CommandIntake
 from services.snapshots.lease import FileLease, Lease, PostgresLease, SoleLease
-from services.snapshots.projection import Projection
+from services.snapshots.projection import FollowStore, Projection
 from services.snapshots.relay import Relay, SharedProducer
 from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.settings import Settings
@@ -45,14 +45,17 @@ class ServiceParts:
 
 @dataclass
 class ProjectionParts:
-    projection: Projection
+    """The projection worker: follows the store, woken by the events topic."""
+
+    follow: FollowStore
     views: ThreadPool
+    set_aside: SetAsideLog
 
 
 @dataclass
 class ReplayParts:
     app: SnapshotsApplication
-    projection: Projection
+    engine: Engine
     set_aside: SetAsideLog
 
 
@@ -71,7 +74,13 @@ def build_service(settings: Settings) -> ServiceParts:
 
 
 def build_projection(settings: Settings) -> ProjectionParts:
-    return ProjectionParts(make_projection(settings), ThreadPool(1, "views"))
+    from services.snapshots.replay import store_reader
+
+    engine, app = make_view_engine(settings), make_application(settings)
+    set_aside = SetAsideLog(engine)
+    follow = FollowStore(Projection(engine, set_aside=set_aside), store_reader(app, settings.service_id),
+                         lambda: app.recorder.max_notification_id() or 0)
+    return ProjectionParts(follow, ThreadPool(1, "views"), set_aside)
 
 
 def build_api(settings: Settings):
@@ -83,7 +92,7 @@ def build_api(settings: Settings):
 
 def build_replay(settings: Settings) -> ReplayParts:
     engine = make_view_engine(settings)
-    return ReplayParts(make_application(settings), Projection(engine), SetAsideLog(engine))
+    return ReplayParts(make_application(settings), engine, SetAsideLog(engine))
 
 
 def service_worker(settings: Settings):

@@ -1,16 +1,38 @@
-"""The replay jobs (`snapshotctl replay`): rebuild the views from the event store, and
-re-publish the store's history to the events topic (same event ids, so consumers that
-deduplicate by id are unaffected)."""
+"""Reading history from the event store: the reader the projection follows, and the replay
+jobs of `snapshotctl replay` — rebuild the views beside the live ones and swap them in one
+transaction (a running API never shows a half-built list), and re-publish the store's
+history to the events topic (same event ids, so consumers that deduplicate are unaffected)."""
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, delete, insert, select
 
 from events.envelope import Envelope
 from events.kafka import new_producer
-from services.snapshots.bootstrap import ReplayParts
+from services.snapshots.application import SnapshotsApplication
+from services.snapshots.projection import Projection, StoreReader
 from services.snapshots.relay import publish, translate
+from services.snapshots.views import LIVE, ViewTables, define_tables
+
+if TYPE_CHECKING:
+    from services.snapshots.bootstrap import ReplayParts
+
+REBUILD_SUFFIX = "__rebuild"
 
 
-def stored_envelopes(parts: ReplayParts, source: str, batch_size: int = 1000,
+def store_reader(app: SnapshotsApplication, source: str) -> StoreReader:
+    """Published events after a position, as the relay publishes them. Untranslatable ones
+    are skipped here (the relay records them in the set-aside log)."""
+    def read(after: int, limit: int) -> tuple[int, list[Envelope]]:
+        batch = app.recorder.select_notifications(after + 1, limit)
+        if not batch:
+            return after, []
+        return batch[-1].id, list(translate(app, batch, source))
+    return read
+
+
+def stored_envelopes(parts: "ReplayParts", source: str, batch_size: int = 1000,
                      record_set_aside: bool = False) -> Iterator[Envelope]:
     """Every published event in the store, in notification order."""
     set_aside = parts.set_aside if record_set_aside else None
@@ -18,17 +40,28 @@ def stored_envelopes(parts: ReplayParts, source: str, batch_size: int = 1000,
         yield from translate(parts.app, batch, source, set_aside)
 
 
-def rebuild_views(parts: ReplayParts, source: str, batch_size: int = 2000) -> int:
-    parts.projection.reset()
-    applied, batch = 0, []
-    for envelope in stored_envelopes(parts, source, batch_size):
-        batch.append(envelope)
-        if len(batch) == batch_size:
-            applied, batch = applied + parts.projection.apply_batch(batch), []
-    return applied + parts.projection.apply_batch(batch)
+def rebuild_views(parts: "ReplayParts", source: str, batch_size: int = 2000) -> int:
+    """Build the views from the store in tables beside the live ones, then swap."""
+    side = define_tables(REBUILD_SUFFIX)
+    side.metadata.drop_all(parts.engine)
+    applied = Projection(parts.engine, side, parts.set_aside).catch_up(
+        store_reader(parts.app, source), batch_size)
+    swap_in(parts.engine, side, LIVE)
+    side.metadata.drop_all(parts.engine)
+    return applied
 
 
-async def republish(parts: ReplayParts, bootstrap_servers: str, topic: str, source: str) -> int:
+def swap_in(engine: Engine, rebuilt: ViewTables, live: ViewTables) -> None:
+    """Replace the live views by the rebuilt ones in one transaction: readers see the old
+    list or the new one, never a mix; a projection writing meanwhile finds its position
+    moved and continues from the rebuilt one."""
+    with engine.begin() as tx:
+        for source, target in zip(rebuilt.all(), live.all()):
+            tx.execute(delete(target))
+            tx.execute(insert(target).from_select(list(source.c.keys()), select(source)))
+
+
+async def republish(parts: "ReplayParts", bootstrap_servers: str, topic: str, source: str) -> int:
     """Send the whole history again. The relay's set-aside records are replaced by what
     this full pass could not translate (none, once the mapping is fixed)."""
     parts.set_aside.clear("relay")

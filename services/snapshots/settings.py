@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     #: Threads for blocking event-store calls, apart from the copies' pool (see threads.py).
     store_threads: int = Field(4, ge=1, le=64)
     relay_batch_size: int = 500
+    #: How often the projection catches up with the store when the topic is quiet.
+    projection_poll_seconds: float = Field(2.0, gt=0)
     relay_idle_seconds: float = 0.2  # a backstop: local saves wake the relay at once
     snapshot_timeout_seconds: float = 3600.0
     #: Passwords of `postgres` clusters, by registered target URL (JSON in the environment:

@@ -3,6 +3,7 @@
 Written only by the projection; read by the HTTP API. SQLite file by default, the
 PostgreSQL database of the event store when that is configured."""
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, URL, BigInteger, Column, DateTime, Engine, MetaData, String,
@@ -10,54 +11,67 @@ from sqlalchemy import (JSON, URL, BigInteger, Column, DateTime, Engine, MetaDat
 
 from events.vocabulary import name_key
 
-metadata = MetaData()
 
-snapshots = Table(
-    "view_snapshots", metadata,
-    Column("key", String(64), primary_key=True),  # lower-cased name: names are case-insensitive
-    Column("name", String(64), nullable=False),
-    Column("cluster_name", String(256), nullable=False, index=True),
-    Column("status", String(32), nullable=False, index=True),
-    Column("snapshot_type", String(32), nullable=False),
-    Column("description", Text, nullable=False),
-    Column("size_bytes", BigInteger),
-    Column("started_at", DateTime(timezone=True)),
-    Column("finished_at", DateTime(timezone=True)),
-    Column("failure_reason", Text),
-    Column("warning", Text),
-    Column("sequence", BigInteger, nullable=False),
-)
+@dataclass(frozen=True)
+class ViewTables:
+    """The tables of one set of views: the live ones, or a replay's set built beside them."""
 
-clusters = Table(
-    "view_clusters", metadata,
-    Column("key", String(256), primary_key=True),
-    Column("name", String(256), nullable=False),
-    Column("status", String(32), nullable=False),
-    Column("task_status", String(64)),
-    Column("driver", String(32), nullable=False),
-    Column("target", Text, nullable=False),
-)
+    metadata: MetaData
+    snapshots: Table
+    clusters: Table
+    history: Table
+    position: Table
 
-history = Table(
-    "view_history", metadata,
-    Column("event_id", String(64), primary_key=True),
-    Column("sequence", BigInteger, nullable=False, index=True),
-    Column("cluster_key", String(256), nullable=False, index=True),
-    Column("snapshot_key", String(64), index=True),
-    Column("type", String(64), nullable=False),
-    Column("time", DateTime(timezone=True), nullable=False),
-    Column("correlationid", String(256)),
-    Column("data", JSON, nullable=False),
-)
+    def all(self) -> tuple[Table, ...]:
+        return (self.snapshots, self.clusters, self.history, self.position)
 
-#: Per-cluster position: the highest event `sequence` applied for that Kafka key. Events
-#: of one cluster arrive in order on one partition, so anything at or below it is a
-#: redelivery or a re-publish and is skipped. Written in the same transaction as the view.
-positions = Table(
-    "view_positions", metadata,
-    Column("cluster_key", String(256), primary_key=True),
-    Column("sequence", BigInteger, nullable=False),
-)
+
+def define_tables(suffix: str = "") -> ViewTables:
+    metadata = MetaData()
+    return ViewTables(metadata, Table(
+        "view_snapshots" + suffix, metadata,
+        Column("key", String(64), primary_key=True),  # name_key(name): names are case-insensitive
+        Column("name", String(64), nullable=False),
+        Column("cluster_name", String(256), nullable=False, index=True),
+        Column("status", String(32), nullable=False, index=True),
+        Column("snapshot_type", String(32), nullable=False),
+        Column("description", Text, nullable=False),
+        Column("size_bytes", BigInteger),
+        Column("started_at", DateTime(timezone=True)),
+        Column("finished_at", DateTime(timezone=True)),
+        Column("failure_reason", Text),
+        Column("warning", Text),
+        Column("sequence", BigInteger, nullable=False),
+    ), Table(
+        "view_clusters" + suffix, metadata,
+        Column("key", String(256), primary_key=True),
+        Column("name", String(256), nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("task_status", String(64)),
+        Column("driver", String(32), nullable=False),
+        Column("target", Text, nullable=False),
+    ), Table(
+        "view_history" + suffix, metadata,
+        Column("event_id", String(64), primary_key=True),
+        Column("sequence", BigInteger, nullable=False, index=True),
+        Column("cluster_key", String(256), nullable=False, index=True),
+        Column("snapshot_key", String(64), index=True),
+        Column("type", String(64), nullable=False),
+        Column("time", DateTime(timezone=True), nullable=False),
+        Column("correlationid", String(256)),
+        Column("data", JSON, nullable=False),
+    ), Table(
+        # The projection's position in the event store's notification log: every stored
+        # event up to it is applied. Written in the same transaction as the views.
+        "view_position" + suffix, metadata,
+        Column("name", String(32), primary_key=True),
+        Column("position", BigInteger, nullable=False),
+    ))
+
+
+LIVE = define_tables()
+metadata = LIVE.metadata
+snapshots, clusters, history = LIVE.snapshots, LIVE.clusters, LIVE.history
 
 SNAPSHOT_FIELDS = ("name", "cluster_name", "status", "snapshot_type", "description",
                    "size_bytes", "started_at", "finished_at", "failure_reason", "warning")

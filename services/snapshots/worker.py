@@ -99,8 +99,8 @@ def create_projection_worker(settings: Settings, parts: ProjectionParts) -> faus
 
     @app.agent(events)
     async def project_status_events(stream):
-        # Batches: one transaction per batch instead of per event (redeliveries are still
-        # skipped by the per-cluster position written in that transaction).
+        # The events only wake the projection; it applies what the store holds (the
+        # truth), in batches, and sets aside anything on the topic the store lacks.
         async for records in stream.take(500, within=0.02):
             envelopes = []
             for raw in records:
@@ -108,7 +108,14 @@ def create_projection_worker(settings: Settings, parts: ProjectionParts) -> faus
                     envelopes.append(decode(raw))
                 except Undecodable as error:
                     log.warning("skipping an undecodable status event: %s", error)
-            await parts.views.run(parts.projection.apply_batch, envelopes)
+                    parts.set_aside.record("projection", 0, "undecodable", str(error))
+            await parts.views.run(parts.follow, envelopes)
+
+    @app.timer(interval=settings.projection_poll_seconds)
+    async def catch_up_with_the_store():
+        # A view behind the store with nothing new on the topic (a broker that lost
+        # events, say) still converges.
+        await parts.views.run(parts.follow)
 
     return app
 

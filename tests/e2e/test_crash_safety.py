@@ -111,8 +111,7 @@ async def test_after_repeated_sigkills_every_command_has_one_outcome_and_nothing
     assert sum(type(e).__name__ == "SnapshotStarted" and e.snapshot_name == "dup-x" for e in events) == 0
 
     rebuilt = Projection(views.connect(f"sqlite:///{system.data_dir / 'rebuilt.sqlite'}"))
-    for envelope in replay.stored_envelopes(bootstrap.build_replay(settings), settings.service_id):
-        rebuilt.apply(envelope)
+    rebuilt.catch_up(replay.store_reader(app, settings.service_id))
     expected = views.list_snapshots(rebuilt._engine, limit=1000), views.list_clusters(rebuilt._engine)
     live = bootstrap.make_view_engine(settings)
     deadline = time.monotonic() + 60
