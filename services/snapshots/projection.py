@@ -21,7 +21,7 @@ from events.codec import parse_event
 from events.envelope import Envelope
 from events.vocabulary import SnapshotStatus, name_key
 from services.snapshots.set_aside import SetAsideLog
-from services.snapshots.views import LIVE, ViewTables
+from services.snapshots.views import LIVE, ViewTables, create_tables
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Projection:
         self._engine = engine
         self._tables = tables
         self._set_aside = set_aside
-        tables.metadata.create_all(engine)
+        create_tables(tables.metadata, engine)
         self._handlers: dict[str, Callable] = {
             "ClusterRegistered": self._when_cluster_registered,
             "ClusterStatusChanged": self._when_cluster_status_changes,

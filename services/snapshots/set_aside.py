@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 from sqlalchemy import (BigInteger, Column, DateTime, Engine, Integer, MetaData, String, Table,
                         Text, delete, func, insert, select)
 
+from services.snapshots.views import create_tables
+
 metadata = MetaData()
 
 set_aside = Table(
@@ -26,7 +28,7 @@ set_aside = Table(
 class SetAsideLog:
     def __init__(self, engine: Engine):
         self._engine = engine
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
 
     def record(self, part: str, position: int, event_type: str, error: str) -> None:
         with self._engine.begin() as tx:

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, URL, BigInteger, Column, DateTime, Engine, MetaData, String,
                         Table, Text, create_engine, func, select)
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from events.vocabulary import name_key
 
@@ -80,8 +81,20 @@ CLUSTER_FIELDS = ("name", "status", "task_status", "driver", "target")
 
 def connect(url: str | URL) -> Engine:
     engine = create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
+    create_tables(metadata, engine)
     return engine
+
+
+def create_tables(tables: MetaData, engine: Engine, attempts: int = 5) -> None:
+    """CREATE the missing tables. The service, projection and API start together and may
+    race to create them: whoever loses sees "already exists" and checks again."""
+    for attempt in range(attempts):
+        try:
+            tables.create_all(engine)
+            return
+        except (OperationalError, ProgrammingError, IntegrityError):
+            if attempt == attempts - 1:
+                raise
 
 
 def list_snapshots(engine: Engine, cluster: str | None = None, status: str | None = None,
