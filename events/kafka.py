@@ -6,7 +6,7 @@ CLI, an outside client) uses these, so they cannot drift apart."""
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
@@ -72,3 +72,17 @@ async def ensure_topics(bootstrap_servers: str, partitions: int, names: list[str
                 pass
     finally:
         await admin.close()
+
+
+async def partition_count(bootstrap_servers: str, topic: str) -> int:
+    """How many partitions the topic really has (from the broker's metadata)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise LookupError(f"topic {topic} has no partitions (does it exist?)")
+        return len(partitions)
+    finally:
+        await consumer.stop()

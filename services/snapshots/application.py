@@ -90,31 +90,47 @@ class SnapshotsApplication(Application):
 
     # Workflow steps (called by the workflow, not by commands).
 
-    def make_read_only(self, cluster_name: str) -> Cluster:
-        cluster = self.get_cluster(cluster_name)
-        snapshot = self.get_snapshot(cluster.snapshot_name)
-        cluster.make_read_only(snapshot.command_id)
+    def make_read_only(self, cluster_name: str, snapshot_name: str) -> None:
+        cluster = self._creating(cluster_name, snapshot_name)
+        if cluster is None:
+            raise IntegrityError(f"{cluster_name} is no longer creating {snapshot_name}")
+        cluster.make_read_only(self.get_snapshot(snapshot_name).command_id)
         self.save(cluster)
-        return cluster
 
-    def complete_snapshot(self, cluster_name: str, size_bytes: int, warning: str | None,
-                          sha256: str = "") -> None:
-        cluster = self.get_cluster(cluster_name)
-        if not cluster.is_creating_snapshot:
-            return  # another worker finished this workflow
+    def complete_snapshot(self, cluster_name: str, snapshot_name: str, size_bytes: int,
+                          warning: str | None, sha256: str = "", attempt: str | None = None) -> bool:
+        """Record the outcome of the snapshot's workflow; False (nothing recorded) when the
+        cluster is no longer creating that snapshot: a stale workflow."""
+        cluster = self._creating(cluster_name, snapshot_name)
+        if cluster is None:
+            return False
         snapshot = self.get_snapshot(cluster.snapshot_name)
-        snapshot.complete(size_bytes, sha256, _now(), warning)
+        snapshot.complete(size_bytes, sha256, _now(), warning, attempt)
         cluster.unlock(snapshot.command_id)
         self.save(snapshot, cluster)
+        return True
 
-    def fail_snapshot(self, cluster_name: str, reason: str) -> None:
-        cluster = self.get_cluster(cluster_name)
-        if not cluster.is_creating_snapshot:
-            return  # another worker finished this workflow
+    def fail_snapshot(self, cluster_name: str, snapshot_name: str, reason: str) -> bool:
+        cluster = self._creating(cluster_name, snapshot_name)
+        if cluster is None:
+            return False
         snapshot = self.get_snapshot(cluster.snapshot_name)
         snapshot.fail(reason[:1000], _now())
         cluster.unlock(snapshot.command_id)
         self.save(snapshot, cluster)
+        return True
+
+    def creating_another(self, cluster_name: str, snapshot_name: str) -> bool:
+        """Is the cluster creating a snapshot other than this one?"""
+        cluster = self.get_cluster(cluster_name)
+        return cluster.is_creating_snapshot and name_key(cluster.snapshot_name) != name_key(snapshot_name)
+
+    def _creating(self, cluster_name: str, snapshot_name: str) -> Cluster | None:
+        """The cluster, if it is still creating this very snapshot (the fence of every step)."""
+        cluster = self.get_cluster(cluster_name)
+        if cluster.is_creating_snapshot and name_key(cluster.snapshot_name) == name_key(snapshot_name):
+            return cluster
+        return None
 
     def complete_restore(self, snapshot_name: str, driver: str, target: str) -> None:
         snapshot = self.get_snapshot(snapshot_name)
@@ -146,6 +162,9 @@ class SnapshotsApplication(Application):
 
     def get_snapshot(self, snapshot_name: str) -> Snapshot:
         return self.repository.get(snapshot_id(snapshot_name))
+
+    def all_clusters(self) -> list[Cluster]:
+        return list(self._all(Cluster.ClusterRegistered))
 
     def clusters_creating_snapshots(self) -> Iterator[Cluster]:
         """Clusters left locked by an interrupted workflow (read at start-up)."""

@@ -19,9 +19,12 @@ from services.snapshots import views
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.drivers import ClusterDriver, SQLiteDriver
 from services.snapshots.drivers.postgres import PostgresDriver
+from services.snapshots.freezing import Freezer
 from services.snapshots.intake import CommandIntake
+from services.snapshots.jobs import Jobs
 from services.snapshots.lease import FileLease, Lease, PostgresLease, SoleLease
 from services.snapshots.projection import FollowStore, Projection
+from services.snapshots.reconciler import Reconciler
 from services.snapshots.relay import Relay, SharedProducer
 from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.settings import Settings
@@ -33,7 +36,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ServiceParts:
-    """The service worker: commands in, workflows, the relay out."""
+    """The service worker: commands in, workflows, the relay out, background jobs."""
 
     app: SnapshotsApplication
     workflow: SnapshotWorkflow
@@ -41,6 +44,8 @@ class ServiceParts:
     relay: Relay
     producer: SharedProducer
     store: ThreadPool
+    jobs: Jobs
+    reconciler: Reconciler
 
 
 @dataclass
@@ -63,14 +68,16 @@ def build_service(settings: Settings) -> ServiceParts:
     store = ThreadPool(settings.store_threads, "store")
     relay_wakeup = Wakeup()
     app = make_application(settings, on_saved=relay_wakeup.set)
-    workflow = SnapshotWorkflow(app, make_drivers(settings), settings.snapshot_repository,
-                                settings.snapshot_timeout_seconds, store)
+    workflow = make_workflow(app, make_drivers(settings), settings.snapshot_repository,
+                             settings.snapshot_timeout_seconds, store, settings.copy_threads)
+    freezer, jobs = workflow.freezer, workflow.freezer.jobs
     producer = SharedProducer(settings.kafka_bootstrap_servers)
     intake = CommandIntake(app, workflow, partial(producer.send_and_wait, settings.dlq_topic), store)
     relay = Relay(app, producer, settings.events_topic, settings.service_id,
                   SetAsideLog(make_view_engine(settings)), store, relay_wakeup,
                   make_relay_lease(settings), settings.relay_batch_size)
-    return ServiceParts(app, workflow, intake, relay, producer, store)
+    return ServiceParts(app, workflow, intake, relay, producer, store, jobs,
+                        Reconciler(app, workflow, freezer, store))
 
 
 def build_projection(settings: Settings) -> ProjectionParts:
@@ -105,6 +112,15 @@ def projection_worker(settings: Settings):
     from services.snapshots.worker import create_projection_worker
 
     return create_projection_worker(settings, build_projection(settings))
+
+
+def make_workflow(app: SnapshotsApplication, drivers: dict[str, ClusterDriver], repository,
+                  timeout_seconds: float, store: ThreadPool | None = None,
+                  copy_threads: int = 2) -> SnapshotWorkflow:
+    """The workflow with its Freezer, thread pools and background jobs."""
+    freezer = Freezer(drivers, ThreadPool(copy_threads, "copy"), ThreadPool(4, "control"), Jobs(),
+                      timeout_seconds)
+    return SnapshotWorkflow(app, freezer, repository, store or ThreadPool(2, "store"))
 
 
 def make_application(settings: Settings, on_saved=None) -> SnapshotsApplication:

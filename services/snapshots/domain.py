@@ -178,6 +178,7 @@ class Snapshot(CausedByCommand):
         self.size_bytes: int | None = None
         self.sha256: str | None = None
         self.failure_reason: str | None = None
+        self.attempt: str | None = None  # the workflow attempt whose files are the snapshot
         self.restore_target: str | None = None
         self.restore_command_id: str | None = None
         self.deleted = False
@@ -190,20 +191,24 @@ class Snapshot(CausedByCommand):
                    description=description, snapshot_type=SnapshotType.MANUAL,
                    started_at=started_at, command_id=command_id)
 
-    def complete(self, size_bytes: int, sha256: str, finished_at: datetime, warning: str | None) -> None:
+    def complete(self, size_bytes: int, sha256: str, finished_at: datetime, warning: str | None,
+                 attempt: str | None = None) -> None:
         self._complete(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
                        size_bytes=size_bytes, sha256=sha256, started_at=self.started_at,
-                       finished_at=finished_at, warning=warning, command_id=self.command_id)
+                       finished_at=finished_at, warning=warning, attempt=attempt,
+                       command_id=self.command_id)
 
     class SnapshotCompleted(CausedByCommand.Event, published.SnapshotCompleted):
         sha256: str
+        attempt: str | None = None  # absent from events stored before attempts existed
 
     @event(SnapshotCompleted)
     def _complete(self, cluster_name, snapshot_name, size_bytes, sha256, started_at, finished_at,
-                  warning, command_id):
+                  warning, command_id, attempt=None):
         self.status = SnapshotStatus.AVAILABLE
         self.size_bytes = size_bytes
         self.sha256 = sha256
+        self.attempt = attempt
 
     def fail(self, reason: str, finished_at: datetime) -> None:
         self._fail(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,

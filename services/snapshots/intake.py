@@ -36,7 +36,9 @@ class CommandIntake:
         self._backoff = backoff_seconds
         self.dead_lettered = 0
 
-    async def receive(self, value: bytes | None, key: bytes | None = None) -> Outcome:
+    async def receive(self, value: bytes | None, key: bytes | None = None,
+                      partition: int | None = None) -> Outcome:
+        """Handle one record; `partition` is where it arrived (its workflow belongs to it)."""
         try:
             envelope = decode(value)
         except Undecodable as error:
@@ -44,7 +46,7 @@ class CommandIntake:
             return await self._send_to_dlq(value, key, str(error))
         for attempt in range(self._attempts):
             try:
-                return await self._handle(envelope)
+                return await self._handle(envelope, partition)
             except Exception as error:  # noqa: BLE001 - whatever it is, retry, then dead-letter
                 failure = f"{type(error).__name__}: {error}"
                 log.warning("command %s failed (attempt %d of %d): %s",
@@ -54,7 +56,7 @@ class CommandIntake:
                   envelope.id, envelope.type, self._attempts, failure)
         return await self._send_to_dlq(value, key, f"command {envelope.id} failed: {failure}")
 
-    async def _handle(self, envelope: Envelope) -> Outcome:
+    async def _handle(self, envelope: Envelope, partition: int | None) -> Outcome:
         cluster_name = str(envelope.data.get("cluster_name") or envelope.subject or "")[:256]
         try:
             command = parse_command(envelope)
@@ -65,7 +67,7 @@ class CommandIntake:
         outcome = await self._store.run(self._app.handle, envelope.id, command)
         log.info("command %s %s %s", envelope.id, envelope.type, outcome)
         if outcome == Outcome.ACCEPTED:
-            self._workflow.on_accepted(command)
+            self._workflow.on_accepted(command, partition)
         return outcome
 
     async def _send_to_dlq(self, value: bytes | None, key: bytes | None, error: str) -> Outcome:

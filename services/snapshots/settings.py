@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     projection_poll_seconds: float = Field(2.0, gt=0)
     relay_idle_seconds: float = 0.2  # a backstop: local saves wake the relay at once
     snapshot_timeout_seconds: float = 3600.0
+    #: Threads for copies (pg_dump, SQLite backups): how many snapshots copy at once.
+    copy_threads: int = Field(4, ge=1, le=256)
+    #: How often the reconciler looks for locked or frozen clusters with nothing running.
+    reconcile_interval_seconds: float = Field(60.0, gt=0)
     #: Passwords of `postgres` clusters, by registered target URL (JSON in the environment:
     #: SNAPSHOT_CLUSTER_PASSWORDS='{"postgresql://dws@db:5432/wh": "..."}'); or use PGPASSFILE.
     cluster_passwords: dict[str, SecretStr] = {}

@@ -15,7 +15,7 @@ import faust
 import faust.transport.drivers.aiokafka as faust_aiokafka
 
 from events.codec import Undecodable, decode
-from events.kafka import ensure_topics, partition_for_key
+from events.kafka import ensure_topics, partition_count, partition_for_key
 from services.snapshots.bootstrap import ProjectionParts, ServiceParts
 from services.snapshots.settings import Settings
 
@@ -37,6 +37,26 @@ class _PromptConsumer(aiokafka.AIOKafkaConsumer):
 def _use_prompt_consumer(settings: Settings) -> None:
     _PromptConsumer.fetch_max_wait_ms = settings.consumer_fetch_max_wait_ms
     faust_aiokafka.aiokafka.AIOKafkaConsumer = _PromptConsumer
+
+
+class Ownership:
+    """Which clusters this worker runs workflows for: those whose key falls, by the
+    default partitioner and the commands topic's real partition count, in a partition
+    assigned to it. Commands arrive there whatever spelling their producer keyed them by
+    (`events.kafka.record_key` lower-cases); a workflow started from a command on another
+    partition belongs to that partition until the next rebalance cancels it, and the
+    owner computed here resumes it."""
+
+    def __init__(self):
+        self.partitions: set[int] = set()
+        self.count: int | None = None
+
+    def owner_of(self, cluster_name: str) -> int | None:
+        """The assigned partition that owns the cluster, or None when another worker does."""
+        if self.count is None:
+            return None
+        partition = partition_for_key(cluster_name, self.count)
+        return partition if partition in self.partitions else None
 
 
 def _faust_app(settings: Settings, app_id: str) -> faust.App:
@@ -64,23 +84,30 @@ def create_service_worker(settings: Settings, parts: ServiceParts) -> faust.App:
     app = _faust_app(settings, settings.service_id)
     commands = _raw_topic(app, settings.commands_topic, settings.topic_partitions)
 
+    ownership = Ownership()
+
     @app.agent(commands)
     async def handle_snapshot_commands(stream):
         async for record in stream.events():
             try:
-                await parts.intake.receive(record.value, record.key)
+                await parts.intake.receive(record.value, record.key, record.message.partition)
             except Exception:  # intake retries and dead-letters; this is the last guard (the DLQ itself failing)
                 log.exception("command at %s:%s could not be handled",
                               record.message.partition, record.message.offset)
 
+    @app.on_partitions_revoked.connect
+    async def cancel_workflows_of_revoked_partitions(sender, revoked, **kwargs):
+        # Their new owner resumes them; two instances must never run one workflow.
+        lost = {tp.partition for tp in revoked if tp.topic == settings.commands_topic}
+        ownership.partitions -= lost
+        if cancelled := parts.workflow.cancel_partitions(lost):
+            log.info("cancelled %d workflows of revoked partitions %s", cancelled, sorted(lost))
+
     @app.on_partitions_assigned.connect
     async def resume_workflows_of_assigned_clusters(sender, assigned, **kwargs):
-        # Only the owner of a cluster's partition runs its workflows, so two instances in
-        # one group never run two workflows for one cluster.
-        owned = {tp.partition for tp in assigned if tp.topic == settings.commands_topic}
-        resumed = await parts.workflow.resume_interrupted(
-            lambda name: partition_for_key(name, settings.topic_partitions) in owned)
-        if resumed:
+        ownership.partitions = {tp.partition for tp in assigned if tp.topic == settings.commands_topic}
+        ownership.count = await partition_count(settings.kafka_bootstrap_servers, settings.commands_topic)
+        if resumed := await parts.workflow.resume_interrupted(ownership.owner_of):
             log.info("resumed %d interrupted workflows", resumed)
 
     @app.task
@@ -89,6 +116,15 @@ def create_service_worker(settings: Settings, parts: ServiceParts) -> faust.App:
             await parts.relay.run(settings.relay_idle_seconds)
         finally:
             await parts.producer.stop()
+
+    @app.task
+    async def run_background_jobs():
+        parts.jobs.every("reconcile", settings.reconcile_interval_seconds,
+                         lambda: parts.reconciler.reconcile(ownership.owner_of))
+
+    @app.on_before_shutdown.connect
+    async def stop_background_jobs(sender, **kwargs):
+        await parts.jobs.stop()
 
     return app
 

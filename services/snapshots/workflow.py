@@ -1,17 +1,30 @@
 """The long-running workflows, driven by accepted commands and resumed from the store.
 
-Snapshot: lock → read-only → copy → release → complete (or fail) → unlock. Restore:
-Restoring → driver restore → RestoreCompleted + the new cluster registered (or
-RestoreFailed). Every step is recorded in the event store before the next, so on
-start-up the worker finds clusters still `Creating snapshot` and snapshots still
-`Restoring` and runs them again. The driver's freeze is released *before* the outcome is
-recorded: a crash in between leaves a workflow that is resumed, never a cluster that the
-store calls unlocked but is still frozen. Store calls run in the store's thread pool;
-copies and restores in asyncio's default pool."""
+Snapshot: lock → freeze → read-only → copy → release → complete (or fail) → unlock.
+Restore: Restoring → driver restore → RestoreCompleted + the new cluster registered (or
+RestoreFailed). Every step is recorded in the event store before the next, so the owner
+of a cluster's partition finds clusters still `Creating snapshot` and snapshots still
+`Restoring` (at start-up, and through the reconciler) and runs them again.
+
+What makes it safe:
+- whatever happens after `ClusterLocked` (a freeze that fails, a copy that fails, a
+  cancel), the unlock is recorded only after an idempotent release has succeeded
+  (`Freezer.release`, retried until done);
+- every step is fenced to the snapshot that started it: a stale workflow (its partition
+  moved, the instance was paused) cannot complete, fail or unfreeze the next snapshot;
+- each attempt copies into a directory of its own; only the attempt recorded in
+  `SnapshotCompleted` is the snapshot, so two attempts never write the same files;
+- the workflows of a revoked partition are cancelled: the copy stops (pg_dump killed,
+  the SQLite backup stopped between steps), the cluster is released, nothing is recorded,
+  and the partition's new owner resumes them.
+
+Store calls run in the store's thread pool; freezes and copies in the Freezer's pools."""
 
 import asyncio
 import logging
 import shutil
+import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +33,8 @@ from eventsourcing.persistence import IntegrityError
 from events import commands as c
 from events.vocabulary import SnapshotStatus, name_key
 from services.snapshots.application import SnapshotsApplication
-from services.snapshots.drivers import ClusterDriver, DriverError
+from services.snapshots.drivers import DriverError
+from services.snapshots.freezing import Freezer
 from services.snapshots.threads import ThreadPool
 
 log = logging.getLogger(__name__)
@@ -29,138 +43,167 @@ log = logging.getLogger(__name__)
 class SnapshotWorkflow:
     """Runs at most one workflow per cluster (or snapshot) at a time, in the background."""
 
-    def __init__(self, app: SnapshotsApplication, drivers: dict[str, ClusterDriver],
-                 repository: Path, timeout_seconds: float, store: ThreadPool | None = None,
-                 release_attempts: int = 5):
+    def __init__(self, app: SnapshotsApplication, freezer: Freezer, repository: Path,
+                 store: ThreadPool):
         self._app = app
-        self._store = store or ThreadPool(2, "store")
-        self._release_attempts = release_attempts
-        self._drivers = drivers
+        self.freezer = freezer
         self._repository = repository
-        self._timeout = timeout_seconds
+        self._store = store
         self._running: dict[str, asyncio.Task] = {}
+        self._partition_of: dict[str, int | None] = {}
 
-    def on_accepted(self, command: c.Command) -> None:
+    def on_accepted(self, command: c.Command, partition: int | None = None) -> None:
         if isinstance(command, c.CreateSnapshotRequested):
-            self.start(command.cluster_name)
+            self.start(command.cluster_name, partition)
         elif isinstance(command, c.RestoreSnapshotRequested):
-            self._spawn("restore:" + name_key(command.snapshot_name), self.restore(command.snapshot_name))
+            self._spawn("restore:" + name_key(command.snapshot_name), self.restore(command.snapshot_name),
+                        partition)
         elif isinstance(command, c.DeleteSnapshotRequested):
-            directory = self.directory_of(command.cluster_name, command.snapshot_name)
-            self._spawn("delete:" + name_key(command.snapshot_name),
-                        asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True))
+            self.delete_files(command.cluster_name, command.snapshot_name)
 
-    def start(self, cluster_name: str) -> None:
-        self._spawn("snapshot:" + name_key(cluster_name), self.run(cluster_name))
+    def start(self, cluster_name: str, partition: int | None = None) -> None:
+        self._spawn("snapshot:" + name_key(cluster_name), self.run(cluster_name), partition)
 
-    async def resume_interrupted(self, owns: Callable[[str], bool] = lambda cluster_name: True) -> int:
-        """Start again every workflow the store shows unfinished, for clusters this
-        worker owns; returns how many."""
-        clusters, restoring = await self._store.run(self._unfinished, owns)
+    def is_running(self, cluster_name: str) -> bool:
+        task = self._running.get("snapshot:" + name_key(cluster_name))
+        return task is not None and not task.done()
+
+    async def resume_interrupted(self, owns: Callable[[str], int | None]) -> int:
+        """Start again every workflow the store shows unfinished, for clusters this worker
+        owns (`owns(name)` gives the owning partition, or None); returns how many."""
+        clusters, restoring = await self._store.run(self._unfinished)
+        resumed = 0
         for cluster in clusters:
-            log.info("resuming snapshot %s of %s", cluster.snapshot_name, cluster.cluster_name)
-            self.start(cluster.cluster_name)
+            if (partition := owns(cluster.cluster_name)) is not None and not self.is_running(cluster.cluster_name):
+                log.info("resuming snapshot %s of %s", cluster.snapshot_name, cluster.cluster_name)
+                self.start(cluster.cluster_name, partition)
+                resumed += 1
         for snapshot in restoring:
-            log.info("resuming restore of %s", snapshot.snapshot_name)
-            self._spawn("restore:" + name_key(snapshot.snapshot_name), self.restore(snapshot.snapshot_name))
-        return len(clusters) + len(restoring)
+            if (partition := owns(snapshot.cluster_name)) is not None:
+                log.info("resuming restore of %s", snapshot.snapshot_name)
+                self._spawn("restore:" + name_key(snapshot.snapshot_name), self.restore(snapshot.snapshot_name),
+                            partition)
+                resumed += 1
+        return resumed
 
-    def _unfinished(self, owns: Callable[[str], bool]) -> tuple[list, list]:
-        return ([c for c in self._app.clusters_creating_snapshots() if owns(c.cluster_name)],
-                [s for s in self._app.snapshots_restoring() if owns(s.cluster_name)])
+    def cancel_partitions(self, partitions: set[int]) -> int:
+        """Cancel the workflows started for these partitions (they were revoked)."""
+        cancelled = [key for key, task in self._running.items()
+                     if self._partition_of.get(key) in partitions and not task.done()]
+        for key in cancelled:
+            log.info("cancelling %s: its partition was revoked", key)
+            self._running[key].cancel()
+        return len(cancelled)
 
     async def wait_idle(self) -> None:
         while self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
 
-    def directory_of(self, cluster_name: str, snapshot_name: str) -> Path:
+    def snapshot_directory(self, cluster_name: str, snapshot_name: str) -> Path:
         # Both names passed the domain's name rule, so they are safe path components.
         return self._repository / name_key(cluster_name) / name_key(snapshot_name)
+
+    def directory_of(self, cluster_name: str, snapshot_name: str, attempt: str | None = None) -> Path:
+        """Where an attempt's files are (snapshots completed before attempts existed have
+        their files in the snapshot's directory itself)."""
+        directory = self.snapshot_directory(cluster_name, snapshot_name)
+        return directory / attempt if attempt else directory
+
+    def delete_files(self, cluster_name: str, snapshot_name: str, attempt: str | None = None) -> None:
+        directory = self.directory_of(cluster_name, snapshot_name, attempt)
+
+        async def delete() -> None:
+            await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
+            if directory.exists():
+                raise OSError(f"{directory} is still there")
+        self.freezer.jobs.retry_until_done(f"delete:{directory}", delete)
 
     async def run(self, cluster_name: str) -> None:
         try:
             await self._run(cluster_name)
         except IntegrityError:  # another worker recorded this step first: it owns the workflow now
             log.info("workflow of %s was advanced by another worker", cluster_name)
-        except ReleaseFailed as error:
-            # Recording an unlock now would be a lie: leave the workflow open; a restarted
-            # worker resumes it (freezing again is harmless) and releases.
-            log.error("snapshot of %s: %s; left open for a resume", cluster_name, error)
 
     async def _run(self, cluster_name: str) -> None:
         cluster = await self._store.run(self._app.get_cluster, cluster_name)
         if not cluster.is_creating_snapshot:
             return
+        snapshot_name, attempt = cluster.snapshot_name, uuid.uuid4().hex[:12]
         try:
-            files = await self._freeze_and_copy(cluster)
-        except (IntegrityError, ReleaseFailed):
-            raise
-        except Exception as error:  # any failure must still unlock the cluster
-            reason = _reason(error)
-            log.warning("snapshot of %s failed: %s", cluster_name, reason)
-            await self._store.run(self._app.fail_snapshot, cluster_name, reason)
+            driver = self.freezer.driver(cluster.driver)
+        except DriverError as error:  # nothing was frozen: record the failure at once
+            await self._store.run(self._app.fail_snapshot, cluster_name, snapshot_name, str(error))
             return
-        await self._store.run(self._app.complete_snapshot, cluster_name, files.size_bytes,
-                              files.warning, files.sha256)
+        frozen, cancel = None, threading.Event()
+        try:
+            frozen = await self.freezer.freeze(driver, cluster.target)
+            if not cluster.read_only:
+                await self._store.run(self._app.make_read_only, cluster_name, snapshot_name)
+            directory = self.directory_of(cluster_name, snapshot_name, attempt)
+            outcome = await self.freezer.copy(frozen, directory, cancel)
+        except (asyncio.CancelledError, IntegrityError):
+            cancel.set()
+            await asyncio.shield(self.freezer.release(driver, cluster.target, frozen))
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure must still unlock the cluster
+            outcome = _reason(error)
+            log.warning("snapshot %s of %s failed: %s", snapshot_name, cluster_name, outcome)
+        if await self._store.run(self._app.creating_another, cluster_name, snapshot_name):
+            # A stale workflow: the freeze now belongs to the next snapshot's workflow.
+            log.warning("snapshot %s of %s is stale: another snapshot runs; leaving its freeze",
+                        snapshot_name, cluster_name)
+            await asyncio.shield(self.freezer.abandon(frozen))
+            self.delete_files(cluster_name, snapshot_name, attempt)
+            return
+        await asyncio.shield(self.freezer.release(driver, cluster.target, frozen))
+        await self._record(cluster_name, snapshot_name, attempt, outcome)
+
+    async def _record(self, cluster_name: str, snapshot_name: str, attempt: str, outcome) -> None:
+        if isinstance(outcome, str):
+            await self._store.run(self._app.fail_snapshot, cluster_name, snapshot_name, outcome)
+            self.delete_files(cluster_name, snapshot_name, attempt)
+            return
+        recorded = False
+        try:
+            recorded = await self._store.run(self._app.complete_snapshot, cluster_name, snapshot_name,
+                                             outcome.size_bytes, outcome.warning, outcome.sha256, attempt)
+        finally:
+            if not recorded:  # a stale attempt: its files are nobody's snapshot
+                log.info("attempt %s of snapshot %s was not recorded; removing its files", attempt, snapshot_name)
+                self.delete_files(cluster_name, snapshot_name, attempt)
 
     async def restore(self, snapshot_name: str) -> None:
         snapshot = await self._store.run(self._app.get_snapshot, snapshot_name)
         if snapshot.status != SnapshotStatus.RESTORING:
             return
         source = await self._store.run(self._app.get_cluster, snapshot.cluster_name)
+        directory = self.directory_of(source.cluster_name, snapshot.snapshot_name, snapshot.attempt)
         try:
-            driver = self._driver(source.driver)
-            target = await asyncio.to_thread(
-                driver.restore, self.directory_of(source.cluster_name, snapshot.snapshot_name),
-                source.target, snapshot.restore_target, snapshot.sha256)
-        except Exception as error:
+            driver = self.freezer.driver(source.driver)
+            target = await asyncio.to_thread(driver.restore, directory, source.target,
+                                             snapshot.restore_target, snapshot.sha256)
+        except Exception as error:  # noqa: BLE001 - reported as RestoreFailed
             log.warning("restore of %s failed: %s", snapshot_name, _reason(error))
             await self._store.run(self._app.fail_restore, snapshot_name, _reason(error))
             return
         await self._store.run(self._app.complete_restore, snapshot_name, source.driver, target)
 
-    def _spawn(self, key: str, work) -> None:
+    def _unfinished(self) -> tuple[list, list]:
+        return list(self._app.clusters_creating_snapshots()), list(self._app.snapshots_restoring())
+
+    def _spawn(self, key: str, work, partition: int | None) -> None:
         if key in self._running and not self._running[key].done():
             work.close()
             return
         task = asyncio.create_task(work, name=key)
         self._running[key] = task
-        task.add_done_callback(lambda _: self._running.pop(key, None))
+        self._partition_of[key] = partition
+        task.add_done_callback(lambda done: self._forget(key, done))
 
-    def _driver(self, name: str) -> ClusterDriver:
-        driver = self._drivers.get(name)
-        if driver is None:
-            raise DriverError(f"no driver {name!r} is configured on this service")
-        return driver
-
-    async def _freeze_and_copy(self, cluster):
-        driver = self._driver(cluster.driver)
-        frozen = await asyncio.to_thread(driver.freeze, cluster.target)
-        try:
-            if not cluster.read_only:
-                await self._store.run(self._app.make_read_only, cluster.cluster_name)
-            copying = asyncio.to_thread(frozen.copy_to, self.directory_of(cluster.cluster_name, cluster.snapshot_name))
-            try:
-                return await asyncio.wait_for(copying, self._timeout)
-            except TimeoutError:
-                raise DriverError(f"snapshot timed out after {self._timeout:g} s") from None
-        finally:
-            await self._release(frozen)
-
-    async def _release(self, frozen) -> None:
-        attempts = self._release_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                return await asyncio.to_thread(frozen.release)
-            except Exception as error:  # noqa: BLE001 - retried, then reported
-                log.warning("release failed (attempt %d of %d): %s", attempt, attempts, error)
-                if attempt < attempts:
-                    await asyncio.sleep(0.5 * 2 ** attempt)
-        raise ReleaseFailed(f"could not lift read-only after {attempts} attempts")
-
-
-class ReleaseFailed(Exception):
-    """The cluster may still refuse writes; the workflow must not be recorded as unlocked."""
+    def _forget(self, key: str, task: asyncio.Task) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
+            self._partition_of.pop(key, None)
 
 
 def _reason(error: Exception) -> str:

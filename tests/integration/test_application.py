@@ -48,22 +48,22 @@ class ApplicationScenarios:
 
     def test_a_duplicate_name_in_other_case_is_rejected_once(self, app):
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="Nightly-01"))
-        app.complete_snapshot("dws-prod-1", 10, None)
+        app.complete_snapshot("dws-prod-1", "nightly-01", 10, None)
         assert app.handle("c2", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01")) == "rejected"
         assert rejections(app) == ["duplicate_snapshot_name"]
 
     def test_completion_makes_the_snapshot_available_and_unlocks_to_the_prior_status(self, app):
         app.handle("s1", ReportClusterStatus(cluster_name="dws-prod-1", status="Low performance"))
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
-        app.make_read_only("dws-prod-1")
-        app.complete_snapshot("dws-prod-1", 4096, None)
+        app.make_read_only("dws-prod-1", "nightly-01")
+        app.complete_snapshot("dws-prod-1", "nightly-01", 4096, None)
         cluster = app.get_cluster("dws-prod-1")
         assert (cluster.status, cluster.task_status) == ("Low performance", None)
         assert (app.get_snapshot("nightly-01").status, app.get_snapshot("nightly-01").size_bytes) == ("Available", 4096)
 
     def test_a_failed_snapshot_keeps_its_reason_and_still_unlocks(self, app):
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
-        app.fail_snapshot("dws-prod-1", "disk full")
+        app.fail_snapshot("dws-prod-1", "nightly-01", "disk full")
         assert app.get_snapshot("nightly-01").failure_reason == "disk full"
         assert stored_types(app)[-2:] == ["SnapshotFailed", "ClusterUnlocked"]
         assert app.get_cluster("dws-prod-1").status == "Available"
@@ -71,7 +71,7 @@ class ApplicationScenarios:
     def test_restart_is_rejected_while_a_snapshot_is_created_and_allowed_after(self, app):
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
         assert app.handle("r1", RestartClusterRequested(cluster_name="dws-prod-1")) == "rejected"
-        app.complete_snapshot("dws-prod-1", 1, None)
+        app.complete_snapshot("dws-prod-1", "nightly-01", 1, None)
         assert app.handle("r2", RestartClusterRequested(cluster_name="dws-prod-1")) == "accepted"
         assert rejections(app) == ["snapshot_in_progress"]
 
@@ -93,7 +93,7 @@ class ApplicationScenarios:
 
     def test_a_restore_marks_the_snapshot_restoring_then_registers_the_new_cluster(self, app):
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
-        app.complete_snapshot("dws-prod-1", 10, None)
+        app.complete_snapshot("dws-prod-1", "nightly-01", 10, None)
         restore = RestoreSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01",
                                            target_cluster_name="dws-copy-1")
         assert app.handle("r1", restore) == "accepted"
@@ -106,7 +106,7 @@ class ApplicationScenarios:
 
     def test_a_failed_restore_returns_the_snapshot_to_available(self, app):
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
-        app.complete_snapshot("dws-prod-1", 10, None)
+        app.complete_snapshot("dws-prod-1", "nightly-01", 10, None)
         app.handle("r1", RestoreSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01",
                                                   target_cluster_name="dws-copy-1"))
         app.fail_restore("nightly-01", "disk full")
@@ -126,14 +126,14 @@ class ApplicationScenarios:
 
     def test_a_restore_into_an_existing_cluster_name_is_rejected(self, app):
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
-        app.complete_snapshot("dws-prod-1", 10, None)
+        app.complete_snapshot("dws-prod-1", "nightly-01", 10, None)
         app.handle("r1", RestoreSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01",
                                                   target_cluster_name="DWS-PROD-1"))
         assert rejections(app) == ["duplicate_cluster_name"]
 
     def test_deleting_an_available_or_failed_snapshot_succeeds_and_it_is_gone(self, app):
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
-        app.fail_snapshot("dws-prod-1", "disk full")
+        app.fail_snapshot("dws-prod-1", "nightly-01", "disk full")
         assert app.handle("d1", DeleteSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01")) == "accepted"
         assert app.handle("d2", DeleteSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01")) == "rejected"
         assert rejections(app) == ["unknown_snapshot"]
@@ -141,7 +141,7 @@ class ApplicationScenarios:
     def test_deleting_a_snapshot_being_created_or_restored_is_rejected_busy(self, app):
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
         app.handle("d1", DeleteSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
-        app.complete_snapshot("dws-prod-1", 10, None)
+        app.complete_snapshot("dws-prod-1", "nightly-01", 10, None)
         app.handle("r1", RestoreSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01",
                                                   target_cluster_name="dws-copy-1"))
         app.handle("d2", DeleteSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))

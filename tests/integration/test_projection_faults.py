@@ -48,7 +48,7 @@ def many_snapshots(settings, count: int) -> None:  # noqa: F811
     app.handle("reg", RegisterCluster(cluster_name="dws-big", driver="sqlite", target="/x"))
     for i in range(count):
         app.handle(f"c{i}", CreateSnapshotRequested(cluster_name="dws-big", snapshot_name=f"snap-{i:05d}"))
-        app.complete_snapshot("dws-big", i, None)
+        app.complete_snapshot("dws-big", f"snap-{i:05d}", i, None)
 
 
 def test_a_replay_never_shows_a_half_built_list(settings):  # noqa: F811

@@ -12,7 +12,6 @@ from services.snapshots.relay import Relay, SharedProducer
 from services.snapshots.settings import Settings
 from events.kafka import ensure_topics
 from services.snapshots.views import get_cluster, list_snapshots, snapshot_history
-from services.snapshots.workflow import SnapshotWorkflow
 from tests.conftest import postgres_dsn
 
 
@@ -33,7 +32,7 @@ async def take_snapshot(settings: Settings, name: str, command_id: str):
         create_demo_warehouse(warehouse, 20, 50)
         app.handle("reg-" + name, RegisterCluster(cluster_name="dws-one", driver="sqlite", target=str(warehouse)))
     app.handle(command_id, CreateSnapshotRequested(cluster_name="dws-one", snapshot_name=name))
-    workflow = SnapshotWorkflow(app, bootstrap.make_drivers(settings), settings.snapshot_repository, 30)
+    workflow = bootstrap.make_workflow(app, bootstrap.make_drivers(settings), settings.snapshot_repository, 30)
     workflow.start("dws-one")
     await workflow.wait_idle()
     return app

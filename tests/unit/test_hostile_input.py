@@ -22,7 +22,7 @@ from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.rules import CommandNotAccepted, check_snapshot_name
 from services.snapshots.intake import CommandIntake
-from services.snapshots.workflow import SnapshotWorkflow
+from services.snapshots.bootstrap import make_workflow
 
 CODES = set(RejectionCode)
 NASTY = st.sampled_from([
@@ -83,7 +83,7 @@ class Intake:
         async def dead_letter(value, key, headers):
             self.dead.append(dict(headers))
 
-        self.intake = CommandIntake(self.app, SnapshotWorkflow(self.app, {}, Path("/nonexistent"), 1), dead_letter)
+        self.intake = CommandIntake(self.app, make_workflow(self.app, {}, Path("/nonexistent"), 1), dead_letter)
 
     def rejections(self) -> list:
         return [self.app.mapper.to_domain_event(n) for n in self.app.recorder.select_notifications(1, 10_000)

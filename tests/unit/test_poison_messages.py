@@ -8,7 +8,7 @@ from events.codec import command_envelope, encode
 from events.commands import RegisterCluster
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.intake import CommandIntake
-from services.snapshots.workflow import SnapshotWorkflow
+from services.snapshots.bootstrap import make_workflow
 
 
 class BrokenStore(SnapshotsApplication):
@@ -24,7 +24,7 @@ async def test_a_command_that_keeps_failing_goes_to_the_dlq_with_the_error_after
     async def dead_letter(value, key, headers):
         dead.append((value, dict(headers)))
 
-    intake = CommandIntake(app, SnapshotWorkflow(app, {}, Path("/unused"), 1), dead_letter,
+    intake = CommandIntake(app, make_workflow(app, {}, Path("/unused"), 1), dead_letter,
                            attempts=3, backoff_seconds=0.01)
     raw = encode(command_envelope(RegisterCluster(cluster_name="dws-one", driver="sqlite", target="/x"),
                                   id="cmd-poison"))

@@ -11,7 +11,7 @@ from events.commands import RegisterCluster
 from services.snapshots.application import Outcome, SnapshotsApplication
 from services.snapshots.intake import CommandIntake
 from services.snapshots.threads import ThreadPool, Wakeup
-from services.snapshots.workflow import SnapshotWorkflow
+from services.snapshots.bootstrap import make_workflow
 
 
 class SlowStore(SnapshotsApplication):
@@ -30,7 +30,7 @@ async def test_a_slow_store_write_does_not_stall_the_event_loop():
     async def dead_letter(*_):
         raise AssertionError("nothing should be dead-lettered")
 
-    intake = CommandIntake(app, SnapshotWorkflow(app, {}, Path("/unused"), 1, store), dead_letter, store)
+    intake = CommandIntake(app, make_workflow(app, {}, Path("/unused"), 1, store), dead_letter, store)
     raw = encode(command_envelope(RegisterCluster(cluster_name="dws-slow", driver="sqlite", target="/x")))
     ticks = 0
 
