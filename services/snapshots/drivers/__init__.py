@@ -1,8 +1,11 @@
-"""Cluster drivers: what it means to freeze a cluster and copy it, per kind of cluster.
+"""Cluster drivers: what it means to freeze a cluster, copy it and let it go, per kind of
+cluster.
 
 A driver is one small protocol (`ClusterDriver` in `base`); the domain never sees one."""
 
-from services.snapshots.drivers.base import ClusterDriver, DriverError, FrozenCluster, SnapshotFiles
+from services.snapshots.drivers.base import (CleanupPending, ClusterDriver, CopyCancelled, DriverError,
+                                             FrozenCluster, Progress, SnapshotFiles)
 from services.snapshots.drivers.sqlite import SQLiteDriver
 
-__all__ = ["ClusterDriver", "DriverError", "FrozenCluster", "SnapshotFiles", "SQLiteDriver"]
+__all__ = ["CleanupPending", "ClusterDriver", "CopyCancelled", "DriverError", "FrozenCluster", "Progress",
+           "SnapshotFiles", "SQLiteDriver"]

@@ -1,22 +1,47 @@
 """The driver protocol. A third driver (a real DWS agent, say) implements these two types.
 
-`freeze` makes the cluster refuse writes and returns a handle; the handle copies the
-frozen cluster into a snapshot directory and is then `release`d. `restore` makes a new
-cluster from a verified snapshot directory. All calls block; the workflow runs them in
-worker threads. Every snapshot directory holds a `manifest.json` (size and sha256 of each
-file, plus what the driver knows: server version, row counts)."""
+`freeze` makes the cluster refuse writes and returns a handle. The handle copies the
+frozen cluster into a snapshot directory (`copy_to`, in steps: it can be cancelled
+through a `threading.Event` and reports progress), then `release`s it: writes go through
+again at once, without waiting for running queries. What a release may leave behind
+(the `postgres` driver's pass-through triggers) is removed by `cleanup`, which may raise
+`CleanupPending` and is then retried later; the cluster is writable meanwhile.
+
+A process that did not freeze the cluster (a worker restarted after a crash, a
+reconciler) works by target: `thaw(target)` lets writes through, `cleanup(target)`
+removes the traces, `is_frozen(target)` tells whether writes are refused. All three are
+idempotent. `restore` makes a new cluster from a verified snapshot directory.
+
+All calls block; the workflow runs them in worker threads. Every snapshot directory holds
+a `manifest.json` (size and sha256 of each file, plus what the driver knows: server
+version, row counts)."""
 
 import hashlib
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 MANIFEST = "manifest.json"
 
+Progress = Callable[[int, int | None], None]
+"""Called as `progress(bytes_done, bytes_total)` while a copy runs; the total is an
+estimate, or None when the driver cannot tell."""
+
 
 class DriverError(Exception):
     """The cluster could not be frozen, copied or restored; the message is the reason."""
+
+
+class CopyCancelled(DriverError):
+    """The copy was cancelled through its event; no partial file is left behind."""
+
+
+class CleanupPending(DriverError):
+    """The cluster is writable, but the driver's traces are still in use by running
+    queries; call `cleanup` again later."""
 
 
 @dataclass(frozen=True)
@@ -28,15 +53,28 @@ class SnapshotFiles:
 
 
 class FrozenCluster(Protocol):
-    def copy_to(self, directory: Path) -> SnapshotFiles: ...
+    """A cluster refusing writes, as returned by `ClusterDriver.freeze`."""
+
+    def copy_to(self, directory: Path, cancel: threading.Event | None = None,
+                progress: Progress | None = None) -> SnapshotFiles: ...
 
     def release(self) -> None: ...
 
+    def cleanup(self) -> None: ...
+
 
 class ClusterDriver(Protocol):
+    """One kind of cluster: how to freeze, thaw, copy and restore it."""
+
     name: str
 
     def freeze(self, target: str) -> FrozenCluster: ...
+
+    def thaw(self, target: str) -> None: ...
+
+    def cleanup(self, target: str) -> None: ...
+
+    def is_frozen(self, target: str) -> bool: ...
 
     def restore(self, directory: Path, source_target: str, new_cluster_name: str,
                 expected_sha256: str | None = None) -> str:
