@@ -48,7 +48,8 @@ def require(role: Role | str) -> Callable[..., TokenInfo]:
     def authenticated(request: Request,
                       credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> TokenInfo:
         if credentials is None:
-            raise NotAuthorized(401, "unauthenticated", "this needs an Authorization: Bearer <token> header")
+            raise NotAuthorized(401, "unauthenticated",
+                                "this needs an Authorization: Bearer <token> header")
         actor = _store(request).authenticate(credentials.credentials)
         if actor is None:
             raise NotAuthorized(401, "unauthenticated", "the bearer token is unknown or revoked")

@@ -5,7 +5,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from services.snapshots import views
 from services.snapshots.tokens import PREFIX, Role, TokenError, TokenStore
@@ -135,7 +135,8 @@ class TestOnSQLite(TokenScenarios):
 class TestOnPostgreSQL(TokenScenarios):
     @pytest.fixture
     def engine(self, postgres_database):
-        engine = views.connect(postgres_dsn(postgres_database).replace("postgresql://", "postgresql+psycopg://"))
+        dsn = postgres_dsn(postgres_database).replace("postgresql://", "postgresql+psycopg://")
+        engine = views.connect(dsn)
         yield engine
         engine.dispose()
 

@@ -21,10 +21,11 @@ NASTY = st.sampled_from([
     "host=", "host=,,,", "port=,", "postgresql://a,b,c:1,2/db", "host='a\\' b'", "a" * 5000,
     "postgresql://u:p@h:99999/db", "dbname=postgresql://u:p@h/db", "host=/../../etc",
 ])
-VALUE = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
+LIBPQ_CHARACTER = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")  # as libpq reads
+VALUE = st.text(LIBPQ_CHARACTER, max_size=30)
 KEY = st.sampled_from(LIBPQ_KEYS) | st.text(max_size=10)
 REFUSALS = {"secret_in_command", "target_not_allowed", "invalid_command"}
-SECRET = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20).map(lambda s: "Zq9" + s)
+SECRET = st.text(LIBPQ_CHARACTER, max_size=20).map(lambda s: "Zq9" + s)  # a marker to look for
 
 
 def quoted(value: str) -> str:
@@ -81,7 +82,8 @@ def with_password(draw) -> tuple[str, str]:
 
 
 @given(with_password(), SETTINGS)
-def test_a_password_anywhere_is_never_accepted_and_never_repeated(data_dir, target_and_secret, setting):
+def test_a_password_anywhere_is_never_accepted_and_never_repeated(data_dir, target_and_secret,
+                                                                   setting):
     target, secret = target_and_secret
     allowed = AllowedTargets.parse(setting, data_dir)
     with pytest.raises(CommandNotAccepted) as refused:

@@ -81,7 +81,7 @@ def test_a_password_in_a_target_libpq_would_refuse_is_still_called_a_secret(targ
 def test_keys_that_reach_around_the_allow_list_are_not_allowed_and_named(target, named, local):
     refused = refusal("postgres", target, local)
     assert refused.code == "target_not_allowed"
-    assert refused.reason.startswith(f"target must not set {named}") or f"name a {named}" in refused.reason
+    assert f"must not set {named}:" in refused.reason or f"must not name a {named}:" in refused.reason
 
 
 @pytest.mark.parametrize("target, key", [
