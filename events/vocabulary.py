@@ -56,6 +56,7 @@ class RejectionCode(StrEnum):
     DUPLICATE_CLUSTER_NAME = "duplicate_cluster_name"
     INVALID_COMMAND = "invalid_command"
     UNKNOWN_COMMAND_TYPE = "unknown_command_type"
+    TARGET_NOT_ALLOWED = "target_not_allowed"
 
 
 def name_key(name: str) -> str:

@@ -19,6 +19,7 @@ from services.snapshots.domain import (Cluster, CommandRecord, Snapshot, cluster
                                        command_record_id, snapshot_id)
 from services.snapshots.handlers import COMMAND_HANDLERS
 from services.snapshots.rules import CommandNotAccepted, UnknownCluster, UnknownSnapshot
+from services.snapshots.targets import AllowedTargets, check_target
 
 
 class Outcome(StrEnum):
@@ -39,10 +40,19 @@ class SnapshotsApplication(Application):
 
     name = "Snapshots"
 
-    def __init__(self, env=None, on_saved: Callable[[], None] | None = None):
+    def __init__(self, env=None, on_saved: Callable[[], None] | None = None,
+                 allowed_targets: AllowedTargets | None = None):
         super().__init__(env=env)
         #: Called after every save (the composition root points it at the relay's wake-up).
         self._on_saved = on_saved
+        #: Where clusters may live (SNAPSHOT_ALLOWED_TARGETS); None: anywhere (unit tests).
+        self._allowed_targets = allowed_targets
+
+    def check_target(self, driver: str, target: str) -> None:
+        """Refuse a target outside the allow-list, or carrying a secret, before anything
+        connects to it or opens it."""
+        if self._allowed_targets is not None:
+            check_target(driver, target, self._allowed_targets)
 
     def _notify(self, recordings) -> None:
         super()._notify(recordings)

@@ -28,6 +28,7 @@ from services.snapshots.reconciler import Reconciler
 from services.snapshots.relay import Relay, SharedProducer
 from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.settings import Settings
+from services.snapshots.targets import AllowedTargets
 from services.snapshots.threads import ThreadPool, Wakeup
 from services.snapshots.workflow import SnapshotWorkflow
 
@@ -124,7 +125,13 @@ def make_workflow(app: SnapshotsApplication, drivers: dict[str, ClusterDriver], 
 
 
 def make_application(settings: Settings, on_saved=None) -> SnapshotsApplication:
-    return SnapshotsApplication(env=event_store_env(settings), on_saved=on_saved)
+    return SnapshotsApplication(env=event_store_env(settings), on_saved=on_saved,
+                                allowed_targets=allowed_targets(settings))
+
+
+def allowed_targets(settings: Settings) -> AllowedTargets:
+    """SNAPSHOT_ALLOWED_TARGETS, read at start-up so that a bad entry stops the part at once."""
+    return AllowedTargets.parse(settings.allowed_targets, settings.data_dir)
 
 
 def make_drivers(settings: Settings) -> dict[str, ClusterDriver]:

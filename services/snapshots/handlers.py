@@ -25,6 +25,7 @@ Handler = Callable[["SnapshotsApplication", c.Command, str], list[Aggregate]]
 
 
 def register_cluster(app: "SnapshotsApplication", cmd: c.RegisterCluster, command_id: str):
+    app.check_target(cmd.driver, cmd.target)
     if app.find(cluster_id(cmd.cluster_name)) is not None:
         raise DuplicateClusterName(f"cluster {cmd.cluster_name!r} is already registered")
     return [Cluster.register(cmd.cluster_name, cmd.driver, cmd.target, command_id)]
@@ -59,6 +60,10 @@ def create_snapshot(app: "SnapshotsApplication", cmd: c.CreateSnapshotRequested,
 
 def restore_snapshot(app: "SnapshotsApplication", cmd: c.RestoreSnapshotRequested, command_id: str):
     snapshot = app.get_snapshot_of(cmd.cluster_name, cmd.snapshot_name)
+    source = app.get_cluster(cmd.cluster_name)
+    # A postgres restore creates its database on the source's server: the allow-list may
+    # have been narrowed since the source was registered.
+    app.check_target(source.driver, source.target)
     if app.find(cluster_id(cmd.target_cluster_name)) is not None:
         raise DuplicateClusterName(f"cluster {cmd.target_cluster_name!r} already exists")
     snapshot.start_restore(cmd.target_cluster_name, command_id)

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     #: SNAPSHOT_CLUSTER_PASSWORDS='{"postgresql://dws@db:5432/wh": "..."}'); or use PGPASSFILE.
     cluster_passwords: dict[str, SecretStr] = {}
     freeze_lock_timeout_seconds: float = 10.0
+    #: Where clusters may live: `/dir` (sqlite files under it), `host` or `host:port`
+    #: (PostgreSQL servers), `*` (anything); comma-separated. Unset: the data directory and
+    #: PostgreSQL on this machine. A plain string, so that it is not read as JSON.
+    allowed_targets: str | None = None
     service_id: str = "dws-snapshots"
     #: bench/ only: every driver is replaced by one that copies nothing (see drivers/benchmark.py).
     benchmark_driver: bool = False

@@ -30,6 +30,7 @@ from typing import NoReturn
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from events.vocabulary import RejectionCode
 from services.snapshots.rules import (CommandNotAccepted, InvalidCommand, SecretInCommand,
                                       check_no_secret)
 
@@ -52,7 +53,7 @@ MAX_TARGET = 4096
 
 
 class TargetNotAllowed(CommandNotAccepted):
-    code = "target_not_allowed"
+    code = RejectionCode.TARGET_NOT_ALLOWED
 
 
 @dataclass(frozen=True)

@@ -160,13 +160,13 @@ class ApplicationScenarios:
 class TestOnPOPO(ApplicationScenarios):
     @pytest.fixture
     def settings(self, tmp_path):
-        return Settings(event_store="popo", data_dir=tmp_path)
+        return Settings(event_store="popo", data_dir=tmp_path, allowed_targets="*")
 
 
 class TestOnSQLite(ApplicationScenarios):
     @pytest.fixture
     def settings(self, tmp_path):
-        return Settings(event_store="sqlite", data_dir=tmp_path)
+        return Settings(event_store="sqlite", data_dir=tmp_path, allowed_targets="*")
 
     def test_state_survives_reopening_the_file(self, app, settings):
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
@@ -178,4 +178,29 @@ class TestOnPostgreSQL(ApplicationScenarios):
     @pytest.fixture
     def settings(self, tmp_path, postgres_database):
         return Settings(event_store="postgres", postgres_dsn=postgres_dsn(postgres_database),
-                        data_dir=tmp_path)
+                        data_dir=tmp_path, allowed_targets="*")
+
+
+@pytest.mark.parametrize("driver, target", [
+    ("sqlite", "/etc/dws/warehouse.sqlite"),
+    ("postgres", "postgresql://dws@db.example.com:5432/warehouse"),
+    ("postgres", "host=127.0.0.1,db.example.com dbname=warehouse"),
+    ("postgres", "postgresql:///warehouse?service=prod"),
+])
+def test_a_cluster_outside_the_allowed_targets_is_rejected_before_anything_is_stored(tmp_path, driver, target):
+    app = bootstrap.make_application(Settings(event_store="sqlite", data_dir=tmp_path))
+    command = RegisterCluster(cluster_name="dws-far-1", driver=driver, target=target)
+    assert app.handle("reg-far", command) == "rejected"
+    assert rejections(app) == ["target_not_allowed"]
+    assert "ClusterRegistered" not in stored_types(app)
+
+
+def test_a_password_in_any_form_is_rejected_and_never_stored(tmp_path):
+    app = bootstrap.make_application(Settings(event_store="sqlite", data_dir=tmp_path))
+    for i, target in enumerate(["postgresql://u:s3cret@[localhost]/db", "host=localhost password=s3cret",
+                                "postgresql://localhost/db?password=s3cret", "host=localhost sslpassword=s3cret"]):
+        assert app.handle(f"reg-{i}", RegisterCluster(cluster_name=f"dws-pw-{i}", driver="postgres",
+                                                      target=target)) == "rejected"
+    assert set(rejections(app)) == {"secret_in_command"}
+    raw = (tmp_path / "events.sqlite").read_bytes()
+    assert b"s3cret" not in raw

@@ -15,8 +15,8 @@ from tests.conftest import postgres_dsn
 def settings(request, tmp_path):
     if request.param == "postgres":
         dsn = postgres_dsn(request.getfixturevalue("postgres_database"))
-        return Settings(event_store="postgres", postgres_dsn=dsn, data_dir=tmp_path)
-    return Settings(event_store="sqlite", data_dir=tmp_path)
+        return Settings(event_store="postgres", postgres_dsn=dsn, data_dir=tmp_path, allowed_targets="*")
+    return Settings(event_store="sqlite", data_dir=tmp_path, allowed_targets="*")
 
 
 def test_of_many_simultaneous_snapshot_requests_for_one_cluster_exactly_one_proceeds(settings):

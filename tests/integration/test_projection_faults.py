@@ -45,7 +45,8 @@ async def test_one_event_the_views_cannot_hold_is_set_aside_and_the_others_are_k
 
 def many_snapshots(settings, count: int) -> None:  # noqa: F811
     app = bootstrap.make_application(settings)
-    app.handle("reg", RegisterCluster(cluster_name="dws-big", driver="sqlite", target="/x"))
+    app.handle("reg", RegisterCluster(cluster_name="dws-big", driver="sqlite",
+                                      target=str(settings.data_dir / "big.sqlite")))
     for i in range(count):
         app.handle(f"c{i}", CreateSnapshotRequested(cluster_name="dws-big", snapshot_name=f"snap-{i:05d}"))
         app.complete_snapshot("dws-big", f"snap-{i:05d}", i, None)
