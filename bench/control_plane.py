@@ -105,7 +105,7 @@ async def throughput(report, client: Client, system, store, names, workflows) ->
 
 async def wait_for_view(system, prefix: str, expected: int, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.http_port}") as http:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.http_port}", headers=system.headers) as http:
         while time.monotonic() < deadline:
             body = (await http.get("/snapshots", params={"status": "Available", "limit": 1})).json()
             if body["count"] >= expected:
@@ -136,7 +136,7 @@ async def latency(report, client: Client, system, store, names, rate: int, secon
                     return
 
     async def watch_view():
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.http_port}") as http:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.http_port}", headers=system.headers) as http:
             while len(visible_at) < total:
                 body = (await http.get("/snapshots", params={"status": "Available", "limit": 400})).json()
                 now = time.perf_counter()

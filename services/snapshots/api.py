@@ -1,16 +1,33 @@
-"""The HTTP query API (SPEC.md, "HTTP query API"), served from the views.
+"""The HTTP API (SPEC.md, "HTTP query API" and v2 "HTTP"): queries served from the views,
+writes published as commands (`write_api.py`). Every endpoint but `/health` and
+`/health/live` needs `Authorization: Bearer <token>` (`auth.py`; 401/403 `{code, reason}`).
 Run with `snapshotctl api` (or `snapshotctl up`)."""
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from events.vocabulary import ClusterStatus, SnapshotStatus
-from services.snapshots import views
+from events.vocabulary import ClusterStatus, RejectionCode, SnapshotStatus
+from services.snapshots import auth, views
 from services.snapshots.set_aside import SetAsideLog
+from services.snapshots.targets import AllowedTargets
+from services.snapshots.tokens import Role, TokenStore
+from services.snapshots.write_api import Refused, command_routes
 
 
-def create_api(engine: Engine, set_aside: SetAsideLog) -> FastAPI:
-    api = FastAPI(title="dws-snapshots", version="1")
+def create_api(engine: Engine, set_aside: SetAsideLog, tokens: TokenStore, send,
+               allowed: AllowedTargets) -> FastAPI:
+    """`send(envelope)`: the async callable that publishes a command (see bootstrap)."""
+    api = FastAPI(title="dws-snapshots", version="2")
+    auth.install(api, tokens)
+    api.add_exception_handler(Refused, _refused)
+    api.add_exception_handler(RequestValidationError, _invalid)
+    viewer = [Depends(auth.require(Role.VIEWER))]
+
+    @api.get("/health/live")
+    def live() -> dict:
+        return {"status": "ok"}
 
     @api.get("/health")
     def health() -> dict:
@@ -18,7 +35,7 @@ def create_api(engine: Engine, set_aside: SetAsideLog) -> FastAPI:
         return {"status": "ok",
                 "set_aside": {"count": set_aside.count(), "latest": set_aside.latest(5)}}
 
-    @api.get("/snapshots")
+    @api.get("/snapshots", dependencies=viewer)
     def list_snapshots(cluster: str | None = Query(None, max_length=256),
                        status: SnapshotStatus | None = None,
                        limit: int = Query(100, ge=1, le=1000),
@@ -26,25 +43,26 @@ def create_api(engine: Engine, set_aside: SetAsideLog) -> FastAPI:
         items, count = views.list_snapshots(engine, cluster, status, limit, offset)
         return {"snapshots": items, "count": count}
 
-    @api.get("/snapshots/{name}")
+    @api.get("/snapshots/{name}", dependencies=viewer)
     def get_snapshot(name: str) -> dict:
         return _found(views.get_snapshot(engine, name), f"snapshot {name!r} not found")
 
-    @api.get("/snapshots/{name}/history")
+    @api.get("/snapshots/{name}/history", dependencies=viewer)
     def snapshot_history(name: str) -> dict:
         events = views.snapshot_history(engine, name)
         if not events:
             raise HTTPException(404, f"snapshot {name!r} not found")
         return {"events": events}
 
-    @api.get("/clusters")
+    @api.get("/clusters", dependencies=viewer)
     def list_clusters(status: ClusterStatus | None = None) -> dict:
         return {"clusters": views.list_clusters(engine, status)}
 
-    @api.get("/clusters/{name}")
+    @api.get("/clusters/{name}", dependencies=viewer)
     def get_cluster(name: str) -> dict:
         return _found(views.get_cluster(engine, name), f"cluster {name!r} not found")
 
+    api.include_router(command_routes(engine, send, allowed))
     return api
 
 
@@ -52,3 +70,14 @@ def _found(item: dict | None, reason: str) -> dict:
     if item is None:
         raise HTTPException(404, reason)
     return item
+
+
+async def _refused(_request: Request, refused: Refused) -> JSONResponse:
+    return JSONResponse(refused.detail, refused.status_code)
+
+
+async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+    first = error.errors()[0] if error.errors() else {}
+    where = ".".join(str(part) for part in first.get("loc", ())) or "request"
+    reason = f"{where}: {first.get('msg', 'invalid')}"[:500]
+    return JSONResponse({"code": RejectionCode.INVALID_COMMAND, "reason": reason}, 422)

@@ -29,6 +29,7 @@ from services.snapshots.relay import Relay, SharedProducer
 from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.settings import Settings
 from services.snapshots.targets import AllowedTargets
+from services.snapshots.tokens import TokenStore
 from services.snapshots.threads import ThreadPool, Wakeup
 from services.snapshots.workflow import SnapshotWorkflow
 
@@ -92,10 +93,22 @@ def build_projection(settings: Settings) -> ProjectionParts:
 
 
 def build_api(settings: Settings):
+    from events.codec import encode
+    from events.kafka import HEADERS, record_key
     from services.snapshots.api import create_api
 
-    engine = make_view_engine(settings)
-    return create_api(engine, SetAsideLog(engine))
+    engine, producer = make_view_engine(settings), SharedProducer(settings.kafka_bootstrap_servers)
+
+    async def send(envelope) -> None:
+        await producer.send_and_wait(settings.commands_topic, encode(envelope),
+                                     record_key(envelope.subject), HEADERS)
+
+    return create_api(engine, SetAsideLog(engine), make_token_store(settings), send,
+                      allowed_targets(settings))
+
+
+def make_token_store(settings: Settings) -> TokenStore:
+    return TokenStore(make_view_engine(settings))
 
 
 def build_replay(settings: Settings) -> ReplayParts:

@@ -7,8 +7,9 @@ import asyncio
 import json
 import sys
 import uuid
+from datetime import datetime
+from urllib.parse import quote
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -17,8 +18,10 @@ from events.commands import (CreateSnapshotRequested, DeleteSnapshotRequested, R
                              RestoreSnapshotRequested)
 from events.vocabulary import DriverName
 from services.snapshots import bootstrap, replay as replay_jobs, supervisor
+from services.snapshots.api_client import ApiClient, ApiError
 from services.snapshots.client import EventFollower, follow_command, publish_command
 from services.snapshots.settings import Settings
+from services.snapshots.tokens import TokenError
 
 cli = typer.Typer(help="dws-snapshots: the snapshot control plane for warehouse clusters.",
                   no_args_is_help=True, add_completion=False)
@@ -65,39 +68,52 @@ def api() -> None:
                 port=settings.http_port, log_level="warning")
 
 
+VIA = typer.Option("http", "--via", help="http (the API, with your token; the default) or kafka "
+                                          "(publish on the bus directly: needs broker credentials)")
+COMMAND_ID = typer.Option(None, "--command-id", help="the command's id (idempotency key)")
+
+
 @cli.command()
 def create(cluster: str, name: str, description: str = typer.Option("", "--description", "-d"),
            wait: bool = typer.Option(False, "--wait", help="show progress until the outcome"),
-           timeout: float = typer.Option(600.0, help="seconds to wait with --wait")) -> None:
+           timeout: float = typer.Option(600.0, help="seconds to wait with --wait"),
+           via: str = VIA, command_id: str = COMMAND_ID) -> None:
     """Request a snapshot NAME of CLUSTER."""
     command = CreateSnapshotRequested(cluster_name=cluster, snapshot_name=name, description=description)
-    _send(command, wait, timeout)
+    _submit(command, ("POST", "/snapshots", command.model_dump()), wait, timeout, via, command_id)
 
 
 @cli.command()
 def delete(cluster: str, name: str, wait: bool = typer.Option(False, "--wait"),
-           timeout: float = typer.Option(120.0)) -> None:
+           timeout: float = typer.Option(120.0), via: str = VIA, command_id: str = COMMAND_ID) -> None:
     """Delete snapshot NAME of CLUSTER (Available or Failed) and its files."""
-    _send(DeleteSnapshotRequested(cluster_name=cluster, snapshot_name=name), wait, timeout)
+    command = DeleteSnapshotRequested(cluster_name=cluster, snapshot_name=name)
+    _submit(command, ("DELETE", f"/snapshots/{quote(name, safe='')}", None), wait, timeout, via,
+            command_id, expect_cluster=cluster)
 
 
 @cli.command()
 def restore(cluster: str, name: str, target_cluster: str,
-            wait: bool = typer.Option(False, "--wait"), timeout: float = typer.Option(3600.0)) -> None:
+            wait: bool = typer.Option(False, "--wait"), timeout: float = typer.Option(3600.0),
+            via: str = VIA, command_id: str = COMMAND_ID) -> None:
     """Restore snapshot NAME of CLUSTER into a new cluster TARGET_CLUSTER."""
-    _send(RestoreSnapshotRequested(cluster_name=cluster, snapshot_name=name,
-                                   target_cluster_name=target_cluster), wait, timeout)
+    command = RestoreSnapshotRequested(cluster_name=cluster, snapshot_name=name,
+                                       target_cluster_name=target_cluster)
+    _submit(command, ("POST", f"/snapshots/{quote(name, safe='')}/restore",
+                      {"target_cluster_name": target_cluster}), wait, timeout, via, command_id,
+            expect_cluster=cluster)
 
 
 @cli.command("register-cluster")
 def register_cluster(name: str, target: str = typer.Option(..., help="file path or password-free URL"),
                      driver: str = typer.Option("sqlite", help="sqlite or postgres"),
                      wait: bool = typer.Option(True, help="wait for the outcome"),
-                     timeout: float = 60.0) -> None:
-    """Register a cluster the service can snapshot."""
+                     timeout: float = 60.0, via: str = VIA, command_id: str = COMMAND_ID) -> None:
+    """Register a cluster the service can snapshot (an admin token)."""
     if driver not in set(DriverName):
         fail(f"unknown driver {driver!r}: use " + " or ".join(DriverName), 2)
-    _send(RegisterCluster(cluster_name=name, driver=driver, target=target), wait, timeout)
+    command = RegisterCluster(cluster_name=name, driver=driver, target=target)
+    _submit(command, ("POST", "/clusters", command.model_dump(mode="json")), wait, timeout, via, command_id)
 
 
 @cli.command("list")
@@ -113,10 +129,10 @@ def list_snapshots(cluster: str = typer.Option(None), status: str = typer.Option
         return
     table = Table("Name", "Cluster", "Status", "Type", "Size (bytes)", "Started", "Finished", "Note")
     for s in body["snapshots"]:
-        table.add_row(s["name"], s["cluster_name"], s["status"], s["snapshot_type"],
+        table.add_row(*map(_printable, (s["name"], s["cluster_name"], s["status"], s["snapshot_type"],
                       "" if s["size_bytes"] is None else f"{s['size_bytes']:,}",
                       s["started_at"] or "", s["finished_at"] or "",
-                      s["failure_reason"] or s["warning"] or "")
+                      s["failure_reason"] or s["warning"] or "")))
     console.print(table)
     console.print(f"{body['count']} snapshot(s)")
 
@@ -130,7 +146,7 @@ def clusters(status: str = typer.Option(None), as_json: bool = typer.Option(Fals
         return
     table = Table("Name", "Status", "Task status", "Driver", "Target")
     for c in body["clusters"]:
-        table.add_row(c["name"], c["status"], c["task_status"] or "", c["driver"], c["target"])
+        table.add_row(*map(_printable, (c["name"], c["status"], c["task_status"] or "", c["driver"], c["target"])))
     console.print(table)
 
 
@@ -164,9 +180,42 @@ def replay(republish: bool = typer.Option(False, help="also re-send history to t
         typer.echo(f"re-published {sent} events to {settings.events_topic}")
 
 
-def _send(command, wait: bool, timeout: float) -> None:
+def _submit(command, request, wait: bool, timeout: float, via: str, command_id: str | None,
+            expect_cluster: str | None = None) -> None:
+    if via == "kafka":
+        return _send(command, wait, timeout, command_id)
+    if via != "http":
+        fail(f"--via must be http or kafka, not {via!r}", 2)
+    client = ApiClient(Settings())
+    try:
+        if expect_cluster is not None:
+            _check_cluster_of(client, command.snapshot_name, expect_cluster)
+        method, path, body = request
+        headers = {"Idempotency-Key": command_id} if command_id else {}
+        sent = client.call(method, path, json=body, headers=headers)
+        typer.echo(f"sent {type(command).__name__} {sent['command_id']}")
+        outcome = wait and client.follow(sent["command_id"], type(command).__name__, timeout, _show)
+    except ApiError as error:
+        fail(str(error))
+    if outcome:
+        fail(outcome)
+
+
+def _check_cluster_of(client: ApiClient, snapshot_name: str, cluster: str) -> None:
+    snapshot = client.call("GET", f"/snapshots/{quote(snapshot_name, safe='')}")
+    if snapshot["cluster_name"].lower() != cluster.lower():
+        raise ApiError(f"cluster {cluster!r} has no snapshot {snapshot_name!r}")
+
+
+def _show(event: dict) -> None:
+    typer.echo(_line(datetime.fromisoformat(event["time"]), event["type"], event["data"]))
+    if event["data"].get("warning"):
+        typer.echo(f"warning: {_printable(event['data']['warning'])}", err=True)
+
+
+def _send(command, wait: bool, timeout: float, command_id: str | None = None) -> None:
     settings = Settings()
-    command_id = str(uuid.uuid4())
+    command_id = command_id or str(uuid.uuid4())
     try:
         outcome = asyncio.run(_publish_and_follow(settings, command, command_id, wait, timeout))
     except (OSError, asyncio.TimeoutError) as error:
@@ -197,29 +246,72 @@ async def _progress(follower, command_id, command_type) -> str | None:
         if envelope.type == "RestoreFailed":
             return f"restore failed: {envelope.data['reason']}"
         if envelope.data.get("warning"):
-            typer.echo(f"warning: {envelope.data['warning']}", err=True)
+            typer.echo(f"warning: {_printable(envelope.data['warning'])}", err=True)
     return failure
 
 
 def _describe(envelope) -> str:
-    data = dict(envelope.data)
+    return _line(envelope.time, envelope.type, envelope.data)
+
+
+def _line(moment: datetime, event_type: str, data: dict) -> str:
+    data = dict(data)
     subject = data.pop("cluster_name", "")
     if "snapshot_name" in data:
         subject += "/" + data.pop("snapshot_name")
     details = " ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "") and k != "warning")
-    return f"{envelope.time:%H:%M:%S} {envelope.type:<20} {subject} {details}".rstrip()
+    return _printable(f"{moment:%H:%M:%S} {event_type:<20} {subject} {details}".rstrip())
+
+
+def _printable(text: str) -> str:
+    """Never print a raw control character (an event's text comes from other people)."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
 
 
 def _get(path: str, params: dict) -> dict:
-    settings = Settings()
-    url = f"http://{settings.http_host}:{settings.http_port}{path}"
     try:
-        response = httpx.get(url, params=params, timeout=10)
-    except httpx.HTTPError as error:
-        fail(f"cannot reach the API at {url}: {error}")
-    if response.status_code >= 400:
-        fail(f"{response.status_code} from the API: {response.json().get('detail')}")
-    return response.json()
+        return ApiClient(Settings()).call("GET", path, params=params)
+    except ApiError as error:
+        fail(str(error))
+
+
+token_cli = typer.Typer(help="API tokens (written to the token store directly: no token needed).",
+                        no_args_is_help=True)
+cli.add_typer(token_cli, name="token")
+
+
+@token_cli.command("create")
+def token_create(name: str, role: str = typer.Option("viewer", help="viewer, operator or admin")) -> None:
+    """Create a token; it is shown once, alone on the last line."""
+    try:
+        token = bootstrap.make_token_store(Settings()).create(name, role)
+    except TokenError as error:
+        fail(str(error), 2)
+    typer.echo(f"created token {name!r} with the role {role}; it is shown only now:")
+    typer.echo(token)
+
+
+@token_cli.command("list")
+def token_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show the tokens (names, roles, dates; never the tokens themselves)."""
+    rows = [{"name": t.name, "role": str(t.role), "created_at": t.created_at.isoformat(),
+             "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None}
+            for t in bootstrap.make_token_store(Settings()).list()]
+    if as_json:
+        typer.echo(json.dumps({"tokens": rows}, indent=2))
+        return
+    table = Table("Name", "Role", "Created", "Revoked")
+    for row in rows:
+        table.add_row(row["name"], row["role"], row["created_at"], row["revoked_at"] or "")
+    console.print(table)
+
+
+@token_cli.command("revoke")
+def token_revoke(name: str) -> None:
+    """Revoke a token: it stops working at once."""
+    if not bootstrap.make_token_store(Settings()).revoke(name):
+        fail(f"no live token named {name!r}")
+    typer.echo(f"revoked token {name!r}")
 
 
 def main() -> None:

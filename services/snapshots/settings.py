@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     #: A PostgreSQL URL without the password, e.g. postgresql://postgres@127.0.0.1:5432/snapshots
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/snapshots"
     postgres_password: SecretStr | None = None
+    #: The CLI's API token (else `<data dir>/admin.token`).
+    api_token: SecretStr | None = None
     #: Threads for blocking event-store calls, apart from the copies' pool (see threads.py).
     store_threads: int = Field(4, ge=1, le=64)
     relay_batch_size: int = 500

@@ -6,6 +6,7 @@ topics, registers the demo warehouse on an empty store, then runs `snapshotctl s
 
 import asyncio
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ def up(settings: Settings) -> int:
     try:
         if settings.event_store == "postgres":
             bootstrap.ensure_postgres_database(settings)
+        ensure_admin_token(settings)
         asyncio.run(prepare_topics(settings))
         asyncio.run(_register_demo_cluster_on_empty_store(settings))
         children = [_spawn(part) for part in PARTS]
@@ -53,6 +55,21 @@ def up(settings: Settings) -> int:
         if broker:
             broker.stop()
         log.info("stopped")
+
+
+def ensure_admin_token(settings: Settings) -> None:
+    """On first start, an `admin` token in `<data dir>/admin.token` (mode 0600), which
+    `snapshotctl` uses when SNAPSHOT_API_TOKEN is not set."""
+    path = settings.data_dir / "admin.token"
+    if path.exists():
+        return
+    store = bootstrap.make_token_store(settings)
+    store.revoke("admin")  # its file is gone, so nobody can use it any more
+    token = store.create("admin", "admin")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token + "\n")
+    log.info("created an admin API token in %s (snapshotctl uses it)", path.resolve())
 
 
 def _start_broker_if_absent(settings: Settings) -> EmbeddedBroker | None:

@@ -21,6 +21,8 @@ from sqlalchemy import (Column, DateTime, Engine, Index, Integer, MetaData, Stri
                         insert, select, update)
 from sqlalchemy.exc import IntegrityError
 
+from services.snapshots.views import create_tables
+
 PREFIX = "dws_"
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_TOKEN = 256  # far above a real token's 47 characters; longer input is not even hashed
@@ -72,7 +74,7 @@ class TokenError(ValueError):
 class TokenStore:
     def __init__(self, engine: Engine):
         self._engine = engine
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
 
     def create(self, name: str, role: Role | str) -> str:
         """A new token for `name`: the plain token, returned this once and stored nowhere."""

@@ -59,7 +59,7 @@ def define_tables(suffix: str = "") -> ViewTables:
         Column("snapshot_key", String(64), index=True),
         Column("type", String(64), nullable=False),
         Column("time", DateTime(timezone=True), nullable=False),
-        Column("correlationid", String(256)),
+        Column("correlationid", String(256), index=True),
         Column("data", JSON, nullable=False),
     ), Table(
         # The projection's position in the event store's notification log: every stored
@@ -125,6 +125,13 @@ def get_snapshot(engine: Engine, name: str) -> dict | None:
 def snapshot_history(engine: Engine, name: str) -> list[dict]:
     query = (select(history).where(history.c.snapshot_key == name_key(name))
              .order_by(history.c.sequence))
+    with engine.connect() as connection:
+        return [_event(row) for row in connection.execute(query).mappings()]
+
+
+def command_events(engine: Engine, command_id: str) -> list[dict]:
+    """The events a command caused (its `correlationid`), in order."""
+    query = select(history).where(history.c.correlationid == command_id).order_by(history.c.sequence)
     with engine.connect() as connection:
         return [_event(row) for row in connection.execute(query).mappings()]
 

@@ -39,12 +39,24 @@ class RunningSystem:
         self.processes: dict[str, subprocess.Popen] = {}
 
     def start(self, parts=("service", "projection", "api")) -> "RunningSystem":
+        if "SNAPSHOT_API_TOKEN" not in self.env:
+            self.env["SNAPSHOT_API_TOKEN"] = self.create_token("e2e-admin", "admin")
         for part in parts:
             log = open(self.data_dir / f"{part}.log", "ab")
             self.processes[part] = subprocess.Popen(
                 [sys.executable, "-m", "services.snapshots", part], env=self.env, cwd=ROOT,
                 stdout=log, stderr=subprocess.STDOUT)
         return self
+
+    def create_token(self, name: str, role: str) -> str:
+        """`snapshotctl token create`, as an operator would; the token is its last line."""
+        done = snapshotctl("token", "create", name, "--role", role, env=self.env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.env['SNAPSHOT_API_TOKEN']}"}
 
     def kill(self, part: str) -> None:
         """SIGKILL: no shutdown code runs, as in a power cut or the OOM killer."""
@@ -63,8 +75,15 @@ class RunningSystem:
     def log(self, part: str) -> str:
         return (self.data_dir / f"{part}.log").read_text(errors="replace")
 
-    def get(self, path: str, **params) -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{self.http_port}{path}", params=params, timeout=10)
+    def get(self, path: str, token: str | None = None, **params) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else self.headers
+        return httpx.get(f"http://127.0.0.1:{self.http_port}{path}", params=params, headers=headers,
+                         timeout=10)
+
+    def request(self, method: str, path: str, token: str | None = None, **kwargs) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else self.headers
+        return httpx.request(method, f"http://127.0.0.1:{self.http_port}{path}",
+                             headers={**headers, **kwargs.pop("headers", {})}, timeout=10, **kwargs)
 
     def wait_for_api(self, path: str, predicate, timeout: float = 30.0):
         deadline = time.monotonic() + timeout

@@ -32,12 +32,16 @@ def test_up_serves_the_demo_cluster_takes_its_snapshot_and_stops_cleanly_on_ctrl
     up = subprocess.Popen([sys.executable, "-m", "services.snapshots", "up"], env=env, cwd=ROOT,
                           stdout=log, stderr=subprocess.STDOUT)
     try:
+        token = wait_for(lambda: (tmp_path / "data" / "admin.token").is_file()
+                         and (tmp_path / "data" / "admin.token").read_text().strip(), 60, "the admin token")
+        auth = {"Authorization": f"Bearer {token}"}
+        assert (tmp_path / "data" / "admin.token").stat().st_mode & 0o777 == 0o600
         wait_for(lambda: any(c["name"] == "dws-demo" for c in
-                             httpx.get(f"http://127.0.0.1:{http}/clusters").json()["clusters"]),
+                             httpx.get(f"http://127.0.0.1:{http}/clusters", headers=auth).json()["clusters"]),
                  90, "dws-demo in /clusters")
         created = snapshotctl("create", "dws-demo", "first-snapshot", "--wait", env=env)
         assert created.returncode == 0, created.stderr + (tmp_path / "up.log").read_text()
-        snapshot = wait_for(lambda: (r := httpx.get(f"http://127.0.0.1:{http}/snapshots/first-snapshot")).status_code == 200
+        snapshot = wait_for(lambda: (r := httpx.get(f"http://127.0.0.1:{http}/snapshots/first-snapshot", headers=auth)).status_code == 200
                             and r.json()["status"] == "Available" and r.json(), 30, "an Available snapshot")
         assert snapshot["cluster_name"] == "dws-demo" and snapshot["size_bytes"] > 0
     finally:

@@ -19,6 +19,8 @@ from events.vocabulary import RejectionCode
 from services.snapshots import views
 from services.snapshots.api import create_api
 from services.snapshots.set_aside import SetAsideLog
+from services.snapshots.targets import AllowedTargets
+from services.snapshots.tokens import TokenStore
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.rules import CommandNotAccepted, check_snapshot_name
 from services.snapshots.intake import CommandIntake
@@ -110,14 +112,57 @@ def test_the_intake_answers_every_bad_message_with_one_code_or_the_dlq_and_never
     assert {r.code for r in rejected} <= CODES
 
 
+class FuzzedApi:
+    """The real API over a real SQLite view database; commands it sends are kept in a list."""
+
+    def __init__(self, base: Path):
+        engine = views.connect(f"sqlite:///{base / 'fuzz-views.sqlite'}")
+        tokens = TokenStore(engine)
+        self.sent = []
+
+        async def send(envelope):
+            self.sent.append(envelope)
+
+        self.client = TestClient(create_api(engine, SetAsideLog(engine), tokens, send,
+                                            AllowedTargets.default(base)), raise_server_exceptions=False)
+        tokens.revoke("fuzz")
+        self.headers = {"Authorization": "Bearer " + tokens.create("fuzz", "admin")}
+
+
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.sampled_from(["/snapshots/", "/snapshots/{}/history", "/clusters/"]),
+@given(path=st.sampled_from(["/snapshots/", "/snapshots/{}/history", "/clusters/", "/commands/"]),
        name=TEXT.filter(lambda t: t not in ("", ".", "..") and len(t) < 1000),
        params=st.dictionaries(st.sampled_from(["cluster", "status", "limit", "offset"]), TEXT, max_size=4))
 def test_the_api_answers_hostile_requests_with_200_404_or_422_never_500(tmp_path_factory, path, name, params):
-    engine = views.connect(f"sqlite:///{tmp_path_factory.getbasetemp() / 'fuzz-views.sqlite'}")
-    client = TestClient(create_api(engine, SetAsideLog(engine)), raise_server_exceptions=False)
+    api = FuzzedApi(tmp_path_factory.getbasetemp())
     name = quote(name, safe="")  # as any HTTP client sends it
     url = path.format(name) if "{}" in path else path + name
-    assert client.get(url).status_code in (200, 404, 422)
-    assert client.get("/snapshots", params=params).status_code in (200, 422)
+    assert api.client.get(url, headers=api.headers).status_code in (200, 404, 422)
+    assert api.client.get("/snapshots", params=params, headers=api.headers).status_code in (200, 422)
+    assert api.client.get(url).status_code in (401, 404)  # 404: no such route, whoever asks
+
+
+BODIES = st.one_of(st.dictionaries(st.sampled_from(["cluster_name", "snapshot_name", "description", "driver",
+                                                     "target", "target_cluster_name"]),
+                                   st.one_of(TEXT, st.integers(), st.none()), max_size=6),
+                   st.lists(TEXT, max_size=3), TEXT)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method_path=st.sampled_from([("POST", "/snapshots"), ("POST", "/clusters"),
+                                    ("POST", "/snapshots/x-{}/restore"), ("DELETE", "/snapshots/x-{}")]),
+       name=st.text(max_size=40).map(lambda t: quote(t, safe="")), body=BODIES,
+       key=st.one_of(st.none(), st.text(alphabet=string.ascii_letters, min_size=1, max_size=20)))
+def test_the_write_endpoints_answer_hostile_bodies_with_a_code_never_500(tmp_path_factory, method_path,
+                                                                       name, body, key):
+    api = FuzzedApi(tmp_path_factory.getbasetemp())
+    method, path = method_path[0], method_path[1].format(name)
+    headers = {**api.headers, **({"Idempotency-Key": key} if key else {})}
+    response = api.client.request(method, path, json=body, headers=headers)
+    assert response.status_code in (202, 404, 409, 422), response.text
+    if response.status_code != 202:
+        assert set(response.json()) >= {"code", "reason"} or "detail" in response.json()
+        assert response.json().get("code", "invalid_command") in CODES | {"unknown_snapshot", "command_id_reused"}
+    else:
+        assert api.sent[-1].id == response.json()["command_id"]
+        assert api.sent[-1].authid == "fuzz" and api.sent[-1].authtype == "app_user"
