@@ -47,6 +47,20 @@ def check_description(description: str) -> None:
     if forbidden:
         raise InvalidDescription(
             "description must not contain " + " ".join(forbidden))
+    hidden = sorted({f"U+{ord(ch):04X}" for ch in description if _is_control(ch)})
+    if hidden:
+        raise InvalidDescription(
+            "description must not contain control or bidirectional-override characters: "
+            + " ".join(hidden[:5]))
+
+
+#: Bidirectional embeddings, overrides and isolates: they make text read other than it is.
+BIDI_CONTROLS = set(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+
+
+def _is_control(ch: str) -> bool:
+    """C0 and C1 control characters (and DEL), and the bidi controls."""
+    return ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in BIDI_CONTROLS
 
 
 class CommandNotAccepted(Exception):

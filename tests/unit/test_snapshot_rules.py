@@ -118,3 +118,15 @@ def test_a_target_with_a_password_is_refused(target):
 def test_cluster_names_follow_the_same_rule_as_snapshot_names(name):
     with pytest.raises(InvalidCommand):
         Cluster.register(name, "sqlite", "/data/x.sqlite", command_id="c0")
+
+
+@pytest.mark.parametrize("description", ["line\nbreak", "tab\there", "nul\x00", "bell\x07", "del\x7f",
+                                         "c1\x85", "evil\u202egnp.exe", "iso\u2066late"])
+def test_a_description_with_control_or_bidi_override_characters_is_invalid(description):
+    with pytest.raises(InvalidDescription, match="control or bidirectional"):
+        check_description(description)
+
+
+@pytest.mark.parametrize("description", ["nightly before ETL", "Überprüfung – 月次", "emoji 📦 ok"])
+def test_a_description_in_any_script_is_valid(description):
+    check_description(description)
