@@ -35,6 +35,19 @@ def impatient_session(target: str) -> psycopg.Connection:
     return connection
 
 
+def pg_dump_sessions(target: str, settle_seconds: float = 2.0) -> int:
+    """How many pg_dump sessions the server still runs on the target's database, once the
+    ones already ending had `settle_seconds` to go."""
+    deadline = time.monotonic() + settle_seconds
+    with psycopg.connect(dbname="postgres", autocommit=True, **POSTGRES) as admin:
+        while True:
+            count = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                  "AND application_name = 'pg_dump'", (target.rsplit("/", 1)[1],)).fetchone()[0]
+            if count == 0 or time.monotonic() > deadline:
+                return count
+            time.sleep(0.05)
+
+
 class LongReader:
     """Another session running an analytic query: its transaction has read `customers`
     (so it holds ACCESS SHARE on it) and now runs `pg_sleep` for `seconds` or until

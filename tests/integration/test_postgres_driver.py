@@ -9,7 +9,7 @@ from psycopg import errors
 from services.snapshots.drivers import DriverError
 from services.snapshots.drivers.postgres import FREEZE_SCHEMA, PostgresDriver
 from tests.conftest import POSTGRES, postgres_dsn
-from tests.integration.postgres_warehouse import catalog_state, create_sample_tables, insert
+from tests.integration.postgres_warehouse import catalog_state, create_sample_tables, insert, pg_dump_sessions
 
 TABLES = ("customers", "orders")
 
@@ -153,6 +153,8 @@ def test_a_dump_that_hangs_is_killed_at_the_timeout_and_reported(cluster, tmp_pa
         with pytest.raises(DriverError, match="timed out after 2 s"):
             frozen.copy_to(tmp_path / "hung")
         assert time.monotonic() - started < 10
+        assert not (tmp_path / "hung" / "database.pgdump").exists()
+        assert pg_dump_sessions(cluster) == 0  # not left waiting for the lock on the server either
     finally:
         blocker.rollback()
         blocker.close()
