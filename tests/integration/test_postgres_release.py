@@ -9,7 +9,7 @@ import pytest
 from psycopg import errors
 
 from services.snapshots.drivers import CleanupPending, DriverError
-from services.snapshots.drivers.postgres import PostgresDriver
+from services.snapshots.drivers.postgres import FREEZE_SCHEMA, PostgresDriver
 from tests.conftest import postgres_dsn
 from tests.integration.postgres_warehouse import (LongReader, catalog_state, create_sample_tables,
                                                   impatient_session, insert)
@@ -18,6 +18,12 @@ from tests.integration.postgres_warehouse import (LongReader, catalog_state, cre
 @pytest.fixture
 def cluster(postgres_database):
     return create_sample_tables(postgres_dsn(postgres_database))
+
+
+def freeze_triggers(target) -> list[str]:
+    with psycopg.connect(target) as db:
+        return [name for (name,) in db.execute("SELECT tgrelid::regclass::text FROM pg_trigger "
+                                               "WHERE tgname = %s ORDER BY 1", (FREEZE_SCHEMA,))]
 
 
 def test_release_lets_writes_through_at_once_while_a_long_select_is_running(cluster):
@@ -40,14 +46,16 @@ def test_cleanup_beside_a_long_select_is_pending_and_the_database_stays_writable
     driver = PostgresDriver(release_lock_timeout_seconds=0.5)
     frozen = driver.freeze(cluster)
     frozen.release()
-    with LongReader(cluster):
+    with LongReader(cluster):  # it has read customers, not orders
         started = time.monotonic()
-        with pytest.raises(CleanupPending, match="writable"):
+        with pytest.raises(CleanupPending, match="writable.*public.customers"):
             frozen.cleanup()
         assert time.monotonic() - started < 2.0
         with impatient_session(cluster) as writer:
             insert(writer)
+            writer.execute("INSERT INTO orders (customer_id, qty) VALUES (1, 1)")
         assert driver.is_frozen(cluster) is False
+    assert freeze_triggers(cluster) == ["customers"]  # the idle table was cleaned up already
 
 
 def test_cleanup_after_the_long_select_ends_leaves_the_catalog_as_before_the_freeze(cluster):

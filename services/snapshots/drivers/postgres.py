@@ -8,10 +8,12 @@ trigger on every table calling `_dws_snapshot_freeze.refuse_write()` (see
 - `release()` (or `thaw(target)` from any process, after a crash say) swaps the function
   to a pass-through. It takes no table lock, so it returns at once even beside an
   hour-long SELECT, and writes go through from the next statement.
-- `cleanup()` (or `cleanup(target)`) then drops the triggers and the schema. That needs
-  ACCESS EXCLUSIVE on every table, so it waits at most `release_lock_timeout_seconds` and
-  otherwise raises `CleanupPending`: the database is writable, the caller retries later.
-  It is idempotent and never lifts a freeze that came after the release.
+- `cleanup()` (or `cleanup(target)`) then drops the triggers and the schema. Dropping a
+  trigger needs ACCESS EXCLUSIVE on its table, so each table waits at most
+  `release_lock_timeout_seconds`; tables still held by running queries keep their
+  pass-through trigger and `CleanupPending` names them: the database is writable, the
+  caller retries later. It is idempotent and never lifts a freeze that came after the
+  release.
 
 Freezing is idempotent: a released database keeps its triggers until cleaned up, and a
 re-freeze swaps the function back to refusing (tables created since get a trigger).
@@ -30,12 +32,12 @@ triggers. Passwords never appear in targets: they come from the service's settin
 (PGPASSWORD in the tools' environment only, see `tools`) or libpq's PGPASSFILE."""
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import errors, sql
+from psycopg import sql
 
 from services.snapshots.drivers import postgres_freeze
 from services.snapshots.drivers.base import (CleanupPending, CopyCancelled, DriverError, Progress, SnapshotFiles,
@@ -173,15 +175,15 @@ class PostgresDriver:
                 raise DriverError(f"cannot lift read-only on {target}: {error}") from error
 
     def cleanup(self, target: str) -> None:
-        """Remove the triggers and the schema; CleanupPending while queries hold the tables."""
+        """Remove the triggers and the schema; CleanupPending while queries hold tables."""
         with self.connect(target, autocommit=True) as connection:
             try:
-                postgres_freeze.cleanup(connection, self._release_lock_timeout)
-            except (errors.LockNotAvailable, errors.QueryCanceled) as error:
-                raise CleanupPending(f"{target} is writable, but its freeze triggers are still in use "
-                                     f"by running queries: {str(error).strip()}") from error
+                pending = postgres_freeze.cleanup(connection, self._release_lock_timeout)
             except psycopg.Error as error:
                 raise DriverError(f"cannot remove the freeze triggers of {target}: {error}") from error
+        if pending:
+            raise CleanupPending(f"{target} is writable, but running queries still hold "
+                                 f"{', '.join(pending)}, which keep a pass-through freeze trigger")
 
     def is_frozen(self, target: str) -> bool:
         with self.connect(target, autocommit=True) as connection:
@@ -210,7 +212,7 @@ class PostgresDriver:
         return target
 
     def run_tool(self, args: list[str], password_of: str, cancel: threading.Event | None = None,
-                 on_poll=None) -> str:
+                 on_poll: Callable[[], None] | None = None) -> str:
         """Run pg_dump or pg_restore with the password of `password_of`, if any, within the tool timeout."""
         env = tool_environment(self._passwords.get(password_of))
         return run_tool(args, env, self._tool_timeout, cancel, on_poll)

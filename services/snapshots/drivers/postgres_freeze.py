@@ -9,9 +9,10 @@ The database is in one of three states:
 - *released*: the same triggers, but `refuse_write()` is a pass-through. Swapping the
   body (CREATE OR REPLACE FUNCTION) takes no table lock: it never waits behind a running
   query, nothing queues behind it, and the next write goes through.
-- *clean*: no schema, no triggers, nothing of the database changed. Getting there is
-  `DROP SCHEMA ... CASCADE`, which needs ACCESS EXCLUSIVE on every table, so it runs
-  separately with a short lock timeout and is retried until it gets its turn.
+- *clean*: no schema, no triggers, nothing of the database changed. Dropping a trigger
+  needs ACCESS EXCLUSIVE on its table, so cleanup runs separately, one table per
+  transaction with a short lock timeout; a table kept busy by a running query keeps its
+  (pass-through) trigger until a later cleanup gets its turn. The schema goes last.
 
 Freezing creates what is missing (a trigger on each table without one, so a re-freeze of
 a released database leaves the catalog alone), swaps the body back to refusing, and
@@ -22,7 +23,7 @@ function refuses: a cleanup retried late can never lift a newer freeze, and it n
 freezes anything itself."""
 
 import psycopg
-from psycopg import errors
+from psycopg import errors, sql
 
 SCHEMA = "_dws_snapshot_freeze"
 # Any fixed number: freeze and cleanup of one database take the same advisory lock.
@@ -64,6 +65,11 @@ BEGIN
 END $$
 """
 
+# Quoted and qualified by format(%I.%I): safe to splice into DROP TRIGGER.
+TRIGGERED_TABLES = """SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_trigger g
+                      JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE g.tgname = %s ORDER BY 1"""
+
 REFUSE_BODY_NOW = f"""SELECT p.prosrc <> %s FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                       WHERE n.nspname = '{SCHEMA}' AND p.proname = 'refuse_write'"""
 
@@ -104,14 +110,37 @@ def is_frozen(connection: psycopg.Connection) -> bool:
     return bool(row and row[0])
 
 
-def cleanup(connection: psycopg.Connection, lock_timeout: float) -> None:
-    """Drop the schema and every trigger unless a freeze is in force. Raises
-    LockNotAvailable or QueryCanceled when running queries keep the tables past
-    `lock_timeout` (the statement timeout too, so the queue behind the drop's ACCESS
-    EXCLUSIVE requests lasts no longer than that)."""
-    _set_timeouts(connection, lock_timeout, "lock_timeout", "statement_timeout")
+def cleanup(connection: psycopg.Connection, lock_timeout: float) -> list[str]:
+    """Drop every trigger, then the schema, unless a freeze is in force. Returns the
+    tables whose trigger is still there because running queries kept the table past
+    `lock_timeout`: an empty list means done (or left to a newer freeze)."""
+    _set_timeouts(connection, lock_timeout, "lock_timeout")
+    pending = []
+    for (table,) in connection.execute(TRIGGERED_TABLES, (SCHEMA,)).fetchall():
+        try:
+            if not _drop_trigger(connection, table):
+                return []  # a later freeze owns the triggers now; its own cleanup removes them
+        except (errors.LockNotAvailable, errors.DeadlockDetected):
+            pending.append(table)
+    if not pending:
+        with connection.transaction():
+            if _lock_unless_frozen(connection):
+                connection.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")  # no trigger left to lock
+    return pending
+
+
+def _drop_trigger(connection: psycopg.Connection, table: str) -> bool:
+    # One table per transaction: its ACCESS EXCLUSIVE lock is held for a moment, never
+    # while waiting for the next table, and a busy table does not hold up the others.
     with connection.transaction():
-        connection.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK})")
-        if is_frozen(connection):
-            return  # a later freeze owns the triggers now; its own cleanup removes them
-        connection.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+        if not _lock_unless_frozen(connection):
+            return False
+        connection.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+            sql.Identifier(SCHEMA), sql.SQL(table)))
+    return True
+
+
+def _lock_unless_frozen(connection: psycopg.Connection) -> bool:
+    """Within a transaction: take the freeze's advisory lock; False if a freeze is in force."""
+    connection.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK})")
+    return not is_frozen(connection)
