@@ -9,19 +9,14 @@ from psycopg import errors
 from services.snapshots.drivers import DriverError
 from services.snapshots.drivers.postgres import FREEZE_SCHEMA, PostgresDriver
 from tests.conftest import POSTGRES, postgres_dsn
+from tests.integration.postgres_warehouse import catalog_state, create_sample_tables, insert, pg_dump_sessions
 
 TABLES = ("customers", "orders")
 
 
 @pytest.fixture
 def cluster(postgres_database):
-    target = postgres_dsn(postgres_database)
-    with psycopg.connect(target, autocommit=True) as db:
-        db.execute("CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL)")
-        db.execute("CREATE TABLE orders (id serial PRIMARY KEY, customer_id int REFERENCES customers, qty int)")
-        db.execute("INSERT INTO customers (name) SELECT 'c' || g FROM generate_series(1, 100) g")
-        db.execute("INSERT INTO orders (customer_id, qty) SELECT 1 + g % 100, g FROM generate_series(1, 500) g")
-    return target
+    return create_sample_tables(postgres_dsn(postgres_database))
 
 
 @pytest.fixture
@@ -33,20 +28,9 @@ def restored_databases():
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def insert(connection) -> None:
-    connection.execute("INSERT INTO customers (name) VALUES ('late')")
-
-
 def table_rows(target) -> dict:
     with psycopg.connect(target) as db:
         return {t: db.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in TABLES}
-
-
-def catalog_state(target) -> tuple:
-    with psycopg.connect(target) as db:
-        return (db.execute("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal").fetchone(),
-                db.execute("SELECT nspname FROM pg_namespace ORDER BY 1").fetchall(),
-                db.execute("SELECT setconfig FROM pg_db_role_setting").fetchall())
 
 
 def test_writes_fail_from_new_and_already_open_sessions_while_frozen(cluster):
@@ -71,9 +55,11 @@ def test_writes_fail_from_new_and_already_open_sessions_while_frozen(cluster):
     already_open.close()
 
 
-def test_release_leaves_the_database_writable_and_unchanged(cluster):
+def test_release_and_cleanup_leave_the_database_writable_and_unchanged(cluster):
     before = catalog_state(cluster)
-    PostgresDriver().freeze(cluster).release()
+    frozen = PostgresDriver().freeze(cluster)
+    frozen.release()
+    frozen.cleanup()
     with psycopg.connect(cluster, autocommit=True) as db:
         insert(db)
     assert catalog_state(cluster) == before
@@ -167,6 +153,8 @@ def test_a_dump_that_hangs_is_killed_at_the_timeout_and_reported(cluster, tmp_pa
         with pytest.raises(DriverError, match="timed out after 2 s"):
             frozen.copy_to(tmp_path / "hung")
         assert time.monotonic() - started < 10
+        assert not (tmp_path / "hung" / "database.pgdump").exists()
+        assert pg_dump_sessions(cluster) == 0  # not left waiting for the lock on the server either
     finally:
         blocker.rollback()
         blocker.close()

@@ -27,8 +27,9 @@ from typing import Protocol
 MANIFEST = "manifest.json"
 
 Progress = Callable[[int, int | None], None]
-"""Called as `progress(bytes_done, bytes_total)` while a copy runs; the total is an
-estimate, or None when the driver cannot tell."""
+"""Called as `progress(bytes_done, bytes_total)` from the copying thread while a copy
+runs; the total is an estimate, or None when the driver cannot tell. The last call of a
+copy that succeeds has `bytes_done == bytes_total`. If it raises, the copy stops."""
 
 
 class DriverError(Exception):

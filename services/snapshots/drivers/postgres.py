@@ -1,98 +1,130 @@
 """The `postgres` driver: a cluster is a PostgreSQL database (DWS and Redshift speak the
 same protocol).
 
-Read-only is enforced inside the database, for every session, old or new: the driver
-creates the schema `_dws_snapshot_freeze` with a function that raises SQLSTATE 25006
-(read_only_sql_transaction), and a statement trigger calling it BEFORE INSERT, UPDATE,
-DELETE and TRUNCATE on every table. `BEGIN READ WRITE` cannot get round a trigger.
-Release is `DROP SCHEMA _dws_snapshot_freeze CASCADE`, which takes every trigger with it,
-so nothing of the database is left changed. Freezing is idempotent (CREATE OR REPLACE),
-so a workflow resumed after a crash freezes and releases again.
+Read-only is enforced inside the database, for every session, old or new, by a statement
+trigger on every table calling `_dws_snapshot_freeze.refuse_write()` (see
+`postgres_freeze`). Letting go is two steps:
+
+- `release()` (or `thaw(target)` from any process, after a crash say) swaps the function
+  to a pass-through. It takes no table lock, so it returns at once even beside an
+  hour-long SELECT, and writes go through from the next statement.
+- `cleanup()` (or `cleanup(target)`) then drops the triggers and the schema. Dropping a
+  trigger needs ACCESS EXCLUSIVE on its table, so each table waits at most
+  `release_lock_timeout_seconds`; tables still held by running queries keep their
+  pass-through trigger and `CleanupPending` names them: the database is writable, the
+  caller retries later. It is idempotent and never lifts a freeze that came after the
+  release.
+
+Freezing is idempotent: a released database keeps its triggers until cleaned up, and a
+re-freeze swaps the function back to refusing (tables created since get a trigger).
+`is_frozen(target)` tells a reconciler whether writes are refused.
 
 Limits: a superuser (session_replication_role = replica) or a table owner
 (ALTER TABLE ... DISABLE TRIGGER) can still write on purpose; DDL is not blocked; a
-freeze waits at most `lock_timeout` for writers already inside a transaction.
+freeze waits at most `lock_timeout_seconds` for writers already inside a transaction
+(readers never hold it up), then fails and leaves the database as it was.
 
 The snapshot is `pg_dump --format=custom` (its own consistent MVCC snapshot) with a
-manifest; restore is `CREATE DATABASE` + `pg_restore` without the freeze triggers.
-Passwords never appear in targets: they come from the service's settings (PGPASSWORD
-given to pg_dump's environment only) or libpq's PGPASSFILE."""
+manifest; it runs as a polled child process that a `cancel` event or the tool timeout
+stops (the partial dump is removed), and `progress` gets the dump's size so far against
+`pg_database_size`. Restore is `CREATE DATABASE` + `pg_restore` without the freeze
+triggers. Passwords never appear in targets: they come from the service's settings
+(PGPASSWORD in the tools' environment only, see `tools`) or libpq's PGPASSFILE."""
 
-import os
-import subprocess
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
-from services.snapshots.drivers.base import DriverError, SnapshotFiles, verify_manifest, write_manifest
+from services.snapshots.drivers import postgres_freeze
+from services.snapshots.drivers.base import (CleanupPending, CopyCancelled, DriverError, Progress, SnapshotFiles,
+                                             verify_manifest, write_manifest)
+from services.snapshots.drivers.tools import run_tool, tool_environment
 
-FREEZE_SCHEMA = "_dws_snapshot_freeze"
+FREEZE_SCHEMA = postgres_freeze.SCHEMA
 DEAD_ROW_SHARE = 0.2  # warn when dead rows are at least this share of a table's rows
 DEAD_ROW_MINIMUM = 1000  # ... and at least this many
-
-FREEZE = f"""
-CREATE SCHEMA IF NOT EXISTS {FREEZE_SCHEMA};
-CREATE OR REPLACE FUNCTION {FREEZE_SCHEMA}.refuse_write() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  RAISE EXCEPTION 'cluster is read-only: a snapshot is being created' USING ERRCODE = '25006';
-END $$;
-DO $$
-DECLARE t record;
-BEGIN
-  FOR t IN SELECT c.oid::regclass AS rel FROM pg_class c
-           JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', '{FREEZE_SCHEMA}')
-             AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
-  LOOP
-    EXECUTE format('CREATE OR REPLACE TRIGGER {FREEZE_SCHEMA} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE '
-                   'ON %s FOR EACH STATEMENT EXECUTE FUNCTION {FREEZE_SCHEMA}.refuse_write()', t.rel);
-  END LOOP;
-END $$;
-"""
 
 TABLES = """SELECT format('%%I.%%I', schemaname, relname), n_live_tup, n_dead_tup
             FROM pg_stat_user_tables WHERE schemaname <> %s ORDER BY 1"""
 
 
 class FrozenPostgres:
+    """A database refusing writes, frozen by this process; the connection stays open for
+    the statistics of the manifest."""
+
     def __init__(self, driver: "PostgresDriver", target: str, connection: psycopg.Connection):
         self._driver = driver
         self._target = target
         self._connection = connection
 
-    def copy_to(self, directory: Path) -> SnapshotFiles:
+    def copy_to(self, directory: Path, cancel: threading.Event | None = None,
+                progress: Progress | None = None) -> SnapshotFiles:
         directory.mkdir(parents=True, exist_ok=True)
         dump = directory / "database.pgdump"
-        self._driver.run_tool(["pg_dump", "--format=custom", "--no-password",
-                               f"--exclude-schema={FREEZE_SCHEMA}", f"--file={dump}",
-                               f"--dbname={self._target}"], self._target)
         try:
-            version = self._connection.execute("SHOW server_version").fetchone()[0]
-            tables = self._connection.execute(TABLES, (FREEZE_SCHEMA,)).fetchall()
-            counts = {name: self._connection.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(name))).fetchone()[0]
-                for name, _, _ in tables}
-        except psycopg.Error as error:
-            raise DriverError(f"cannot read the database's statistics: {error}") from error
+            self._dump(dump, cancel, progress)
+            version, tables, counts = self._statistics(cancel)
+        except BaseException:  # a dump without its manifest must never look like a snapshot
+            dump.unlink(missing_ok=True)
+            raise
         files = write_manifest(directory, dump, driver="postgres", server_version=version,
                                row_counts=counts)
         return SnapshotFiles(files.directory, files.size_bytes, files.sha256, dead_row_warning(tables))
 
-    def release(self) -> None:
-        """Drop the freeze. Waits for running queries (no lock timeout): a release that
-        gave up would leave the cluster read-only."""
+    def _dump(self, dump: Path, cancel: threading.Event | None, progress: Progress | None) -> None:
+        total = self._database_size() if progress else None
+        report = (lambda: progress(_size_of(dump), total)) if progress else None
+        self._driver.run_tool(["pg_dump", "--format=custom", "--no-password",
+                               f"--exclude-schema={FREEZE_SCHEMA}", f"--file={dump}",
+                               f"--dbname={self._target}"], self._target, cancel, report)
+        if progress:
+            size = _size_of(dump)
+            progress(size, size)  # done: the total is now known exactly
+
+    def _database_size(self) -> int | None:
         try:
-            with self._driver.connect(self._target, autocommit=True) as connection:
-                connection.execute("SET lock_timeout = 0")
-                connection.execute(
-                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(FREEZE_SCHEMA)))
+            return self._connection.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        except psycopg.Error:
+            return None  # only an estimate for progress: not worth failing the snapshot
+
+    def _statistics(self, cancel: threading.Event | None) -> tuple[str, list, dict]:
+        try:
+            version = self._connection.execute("SHOW server_version").fetchone()[0]
+            tables = self._connection.execute(TABLES, (FREEZE_SCHEMA,)).fetchall()
+            counts = {}
+            for name, _, _ in tables:
+                _raise_if_cancelled(cancel)
+                counts[name] = self._connection.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(name))).fetchone()[0]
         except psycopg.Error as error:
-            raise DriverError(f"cannot lift read-only on {self._target}: {error}") from error
+            raise DriverError(f"cannot read the database's statistics: {error}") from error
+        return version, tables, counts
+
+    def release(self) -> None:
+        """Let writes through at once (no table lock); the triggers stay until `cleanup`."""
+        try:
+            self._driver.thaw(self._target)
         finally:
             self._connection.close()
+
+    def cleanup(self) -> None:
+        self._driver.cleanup(self._target)
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0  # the tool has not opened its output yet
+
+
+def _raise_if_cancelled(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise CopyCancelled("the copy was cancelled")
 
 
 def dead_row_warning(tables) -> str | None:
@@ -107,13 +139,16 @@ def dead_row_warning(tables) -> str | None:
 
 
 class PostgresDriver:
+    """Clusters that are PostgreSQL databases, reached by URLs without passwords."""
+
     name = "postgres"
 
     def __init__(self, passwords: Mapping[str, str] | None = None, lock_timeout_seconds: float = 10.0,
-                 tool_timeout_seconds: float = 3600.0):
+                 tool_timeout_seconds: float = 3600.0, release_lock_timeout_seconds: float = 2.0):
         self._passwords = dict(passwords or {})
         self._lock_timeout = lock_timeout_seconds
         self._tool_timeout = tool_timeout_seconds
+        self._release_lock_timeout = release_lock_timeout_seconds
 
     def connect(self, target: str, **kwargs) -> psycopg.Connection:
         password = self._passwords.get(target)
@@ -125,13 +160,37 @@ class PostgresDriver:
     def freeze(self, target: str) -> FrozenPostgres:
         connection = self.connect(target, autocommit=True)
         try:
-            connection.execute(f"SET lock_timeout = '{int(self._lock_timeout * 1000)}ms'")
-            with connection.transaction():
-                connection.execute(FREEZE)
+            postgres_freeze.freeze(connection, self._lock_timeout)
         except psycopg.Error as error:
             connection.close()
             raise DriverError(f"cannot make {target} read-only: {error}") from error
         return FrozenPostgres(self, target, connection)
+
+    def thaw(self, target: str) -> None:
+        """Let writes through at once, whoever froze the database; a no-op if it is not frozen."""
+        with self.connect(target, autocommit=True) as connection:
+            try:
+                postgres_freeze.thaw(connection)
+            except psycopg.Error as error:
+                raise DriverError(f"cannot lift read-only on {target}: {error}") from error
+
+    def cleanup(self, target: str) -> None:
+        """Remove the triggers and the schema; CleanupPending while queries hold tables."""
+        with self.connect(target, autocommit=True) as connection:
+            try:
+                pending = postgres_freeze.cleanup(connection, self._release_lock_timeout)
+            except psycopg.Error as error:
+                raise DriverError(f"cannot remove the freeze triggers of {target}: {error}") from error
+        if pending:
+            raise CleanupPending(f"{target} is writable, but running queries still hold "
+                                 f"{', '.join(pending)}, which keep a pass-through freeze trigger")
+
+    def is_frozen(self, target: str) -> bool:
+        with self.connect(target, autocommit=True) as connection:
+            try:
+                return postgres_freeze.is_frozen(connection)
+            except psycopg.Error as error:
+                raise DriverError(f"cannot tell whether {target} is read-only: {error}") from error
 
     def restore(self, directory: Path, source_target: str, new_cluster_name: str,
                 expected_sha256: str | None = None) -> str:
@@ -152,16 +211,8 @@ class PostgresDriver:
                       source_target)
         return target
 
-    def run_tool(self, args: list[str], password_of: str) -> str:
-        env = dict(os.environ)
-        if password := self._passwords.get(password_of):
-            env["PGPASSWORD"] = password  # the child's environment only, never its arguments
-        try:  # on timeout the child is killed, so a hung dump cannot outlive the snapshot
-            done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=self._tool_timeout)
-        except subprocess.TimeoutExpired:
-            raise DriverError(f"{args[0]} timed out after {self._tool_timeout:g} s") from None
-        except OSError as error:
-            raise DriverError(f"{args[0]} could not run: {error}") from error
-        if done.returncode != 0:
-            raise DriverError(f"{args[0]} failed: {done.stderr.strip()[-500:]}")
-        return done.stdout
+    def run_tool(self, args: list[str], password_of: str, cancel: threading.Event | None = None,
+                 on_poll: Callable[[], None] | None = None) -> str:
+        """Run pg_dump or pg_restore with the password of `password_of`, if any, within the tool timeout."""
+        env = tool_environment(self._passwords.get(password_of))
+        return run_tool(args, env, self._tool_timeout, cancel, on_poll)

@@ -1,0 +1,77 @@
+"""Running the PostgreSQL client tools (`pg_dump`, `pg_restore`) as child processes that
+can be cancelled, time out, and see only what they need of the service's environment.
+
+The child gets PATH, HOME, LANG, LC_*, libpq's PGPASSFILE and PGSSL* settings, and
+PGPASSWORD only when the driver has a password for the target: nothing else of the
+service's environment (its own secrets included) reaches it. It is polled every
+`POLL_SECONDS`; on cancel, timeout or any error while waiting it is stopped and reaped,
+so no tool outlives the call that started it."""
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from services.snapshots.drivers.base import CopyCancelled, DriverError
+
+POLL_SECONDS = 0.1
+STOP_GRACE_SECONDS = 5.0
+PASSED_NAMES = frozenset({"PATH", "HOME", "LANG", "PGPASSFILE"})
+PASSED_PREFIXES = ("LC_", "PGSSL")
+
+
+def tool_environment(password: str | None, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    env = {name: value for name, value in environ.items()
+           if name in PASSED_NAMES or name.startswith(PASSED_PREFIXES)}
+    if password:
+        env["PGPASSWORD"] = password  # the child's environment only, never its arguments
+    return env
+
+
+def run_tool(args: list[str], env: dict[str, str], timeout: float,
+             cancel: threading.Event | None = None, on_poll: Callable[[], None] | None = None) -> str:
+    """Run a tool to the end and return its output; DriverError if it fails or times
+    out, CopyCancelled if `cancel` is set first."""
+    try:
+        process = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+    except OSError as error:
+        raise DriverError(f"{args[0]} could not run: {error}") from error
+    with process:
+        try:
+            stdout, stderr = _wait(process, args[0], timeout, cancel, on_poll)
+        except BaseException:
+            _stop(process)
+            raise
+    if process.returncode != 0:
+        raise DriverError(f"{args[0]} failed: {stderr.strip()[-500:]}")
+    return stdout
+
+
+def _wait(process: subprocess.Popen, name: str, timeout: float,
+          cancel: threading.Event | None, on_poll: Callable[[], None] | None) -> tuple[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:  # communicate() keeps draining the pipes, so a chatty tool never blocks on them
+            return process.communicate(timeout=POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
+        if on_poll is not None:
+            on_poll()
+        if cancel is not None and cancel.is_set():
+            raise CopyCancelled(f"{name} was cancelled")
+        if time.monotonic() >= deadline:
+            raise DriverError(f"{name} timed out after {timeout:g} s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    # SIGTERM first: pg_dump and pg_restore then send a cancel request for their query,
+    # so the server-side backend lets go of its locks at once. After SIGKILL the backend
+    # would keep waiting (on a lock, say) until it next talked to the dead socket.
+    process.terminate()
+    try:
+        process.communicate(timeout=STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
