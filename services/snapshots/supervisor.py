@@ -134,16 +134,29 @@ class Children:
         self._pid_file.remove()
 
 
+class Backoff:
+    """The wait before a restart: `first`, doubled after each death up to `cap`; a part that
+    ran `reset_after` seconds before it died counts as healthy and waits `first` again."""
+
+    def __init__(self, first: float, cap: float, reset_after: float):
+        self.first, self.cap, self.reset_after = first, cap, reset_after
+        self.deaths = 0  # in a row, without a healthy run between
+
+    def after_death(self, ran_seconds: float) -> float:
+        self.deaths = 1 if ran_seconds >= self.reset_after else self.deaths + 1
+        return min(self.cap, self.first * 2 ** (self.deaths - 1))
+
+
 class Part:
-    """One part (`snapshotctl service` ...) as a child process, restarted with backoff:
-    1 s, 2 s, 4 s ... up to the cap; a part that ran a while starts again from 1 s."""
+    """One part (`snapshotctl service` ...) as a child process, restarted with backoff."""
 
     def __init__(self, name: str, settings: Settings):
         self.name = name
-        self._settings = settings
+        self._backoff = Backoff(settings.up_restart_backoff_seconds,
+                                settings.up_restart_backoff_max_seconds,
+                                settings.up_restart_reset_seconds)
         self._process: subprocess.Popen | None = None
         self._started = 0.0
-        self._deaths = 0
         self._restart_at = 0.0  # now: the first start
 
     @property
@@ -169,16 +182,15 @@ class Part:
         self._process = subprocess.Popen([sys.executable, "-m", "services.snapshots", self.name],
                                          start_new_session=True, preexec_fn=die_with_parent())
         self._started = now
-        if not self._deaths:
+        if not self._backoff.deaths:
             log.info("started %s (pid %d)", self.name, self._process.pid)
         else:
-            log.warning("restarted %s (pid %d), restart %d", self.name, self._process.pid, self._deaths)
+            log.warning("restarted %s (pid %d), restart %d in a row", self.name, self._process.pid,
+                        self._backoff.deaths)
 
     def _died(self, code: int, now: float) -> None:
         ran = now - self._started
-        self._deaths = 1 if ran >= self._settings.up_restart_reset_seconds else self._deaths + 1
-        delay = min(self._settings.up_restart_backoff_max_seconds,
-                    self._settings.up_restart_backoff_seconds * 2 ** (self._deaths - 1))
+        delay = self._backoff.after_death(ran)
         log.error("%s (pid %d) exited with %s after %.1f s; restarting it in %.0f s",
                   self.name, self._process.pid, _describe_exit(code), ran, delay)
         self._process, self._restart_at = None, now + delay

@@ -42,7 +42,7 @@ def test_a_part_killed_with_sigkill_is_restarted_and_the_log_names_its_death_and
     wait_for(running_up.serves_the_demo_cluster, 60, "the restarted API to answer")
     log = running_up.log()
     assert f"api (pid {killed}) exited with signal SIGKILL (exit code -9)" in log
-    assert f"restarted api (pid {restarted}), restart 1" in log
+    assert f"restarted api (pid {restarted}), restart 1 in a row" in log
 
 
 def test_kill_9_of_up_takes_its_parts_and_ports_along_and_a_new_up_serves_the_same_data(tmp_path):
