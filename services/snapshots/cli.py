@@ -37,7 +37,10 @@ def fail(reason: str, code: int = 1) -> None:
 @cli.command()
 def up() -> None:
     """Run everything on this machine: broker (if none answers), service, projection, API."""
-    sys.exit(supervisor.up(Settings()))
+    try:
+        sys.exit(supervisor.up(Settings()))
+    except supervisor.AlreadyRunning as refused:
+        fail(str(refused))
 
 
 @cli.command()

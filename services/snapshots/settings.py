@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     #: PostgreSQL on this machine. A plain string, so that it is not read as JSON.
     allowed_targets: str | None = None
     service_id: str = "dws-snapshots"
+    #: `snapshotctl up`: a part that dies is restarted after this delay, doubled after each
+    #: death up to the cap; a part that ran `up_restart_reset_seconds` starts again from it.
+    up_restart_backoff_seconds: float = Field(1.0, gt=0)
+    up_restart_backoff_max_seconds: float = Field(30.0, gt=0)
+    up_restart_reset_seconds: float = Field(60.0, ge=0)
+    #: How long `up` waits after SIGTERM (its parts on a clean stop, or what a crashed `up`
+    #: left running) before SIGKILL.
+    up_stop_grace_seconds: float = Field(15.0, ge=0)
     #: bench/ only: every driver is replaced by one that copies nothing (see drivers/benchmark.py).
     benchmark_driver: bool = False
 
