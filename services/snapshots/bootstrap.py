@@ -157,7 +157,8 @@ def make_drivers(settings: Settings) -> dict[str, ClusterDriver]:
     own_files = (settings.event_store_path, settings.view_path, settings.snapshot_repository)
     return {"sqlite": SQLiteDriver(settings.clusters_dir, forbidden=own_files),
             "postgres": PostgresDriver(passwords, settings.freeze_lock_timeout_seconds,
-                                       settings.snapshot_timeout_seconds)}
+                                       settings.snapshot_timeout_seconds,
+                                       settings.release_lock_timeout_seconds)}
 
 
 def make_relay_lease(settings: Settings) -> Lease:

@@ -101,9 +101,8 @@ class Freezer:
     async def abandon(self, frozen: FrozenCluster | None) -> None:
         """Let go of this attempt's handle without lifting the freeze (it is another
         workflow's now): the handle's connection is closed."""
-        close = getattr(frozen, "close", None)
-        if close is not None:
-            await self._control.run(close)
+        if frozen is not None:
+            await self._control.run(frozen.close)
 
     def clean_up_later(self, driver: ClusterDriver, target: str) -> None:
         """Remove the driver's traces (triggers, a schema) in the background: they may wait

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     #: SNAPSHOT_CLUSTER_PASSWORDS='{"postgresql://dws@db:5432/wh": "..."}'); or use PGPASSFILE.
     cluster_passwords: dict[str, SecretStr] = {}
     freeze_lock_timeout_seconds: float = 10.0
+    #: How long removing a PostgreSQL freeze's triggers waits for running queries before it
+    #: is retried later (the cluster is writable before this: release needs no table lock).
+    release_lock_timeout_seconds: float = Field(2.0, gt=0)
     #: Where clusters may live: `/dir` (sqlite files under it), `host` or `host:port`
     #: (PostgreSQL servers), `*` (anything); comma-separated. Unset: the data directory and
     #: PostgreSQL on this machine. A plain string, so that it is not read as JSON.

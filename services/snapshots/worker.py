@@ -109,6 +109,9 @@ def create_service_worker(settings: Settings, parts: ServiceParts) -> faust.App:
         ownership.count = await partition_count(settings.kafka_bootstrap_servers, settings.commands_topic)
         if resumed := await parts.workflow.resume_interrupted(ownership.owner_of):
             log.info("resumed %d interrupted workflows", resumed)
+        # At once, not at the first interval: lift freezes and remove traces a crash left.
+        parts.jobs.retry_until_done("reconcile-at-assignment",
+                                    lambda: parts.reconciler.reconcile(ownership.owner_of))
 
     @app.task
     async def relay_stored_events():

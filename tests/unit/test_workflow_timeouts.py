@@ -62,6 +62,9 @@ class FakeFrozen:
     def release(self):
         self.driver.thaw("")
 
+    def close(self):
+        pass
+
 
 def locked_cluster(snapshot="nightly-01") -> SnapshotsApplication:
     app = SnapshotsApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})

@@ -63,6 +63,10 @@ class FrozenCluster(Protocol):
 
     def cleanup(self) -> None: ...
 
+    def close(self) -> None:
+        """Let go of the handle without lifting a freeze shared by target (a stale workflow's
+        freeze belongs to the next snapshot's); a freeze living in the handle ends."""
+
 
 class ClusterDriver(Protocol):
     """One kind of cluster: how to freeze, thaw, copy and restore it."""

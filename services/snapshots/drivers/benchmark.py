@@ -19,6 +19,9 @@ class NothingFrozen:
     def release(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def cleanup(self) -> None:
         pass
 

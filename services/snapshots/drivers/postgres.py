@@ -37,6 +37,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg import sql
 
 from services.snapshots.drivers import postgres_freeze
@@ -113,6 +114,18 @@ class FrozenPostgres:
 
     def cleanup(self) -> None:
         self._driver.cleanup(self._target)
+
+    def close(self) -> None:
+        """Let go of this handle and leave the freeze: it is shared by target, and another
+        workflow (the next snapshot's) owns it now."""
+        self._connection.close()
+
+
+def _with_dbname(target: str, database: str) -> str:
+    """The target naming another database on the same server, in the target's own form."""
+    if target.startswith(("postgresql://", "postgres://")):
+        return urlunsplit(urlsplit(target)._replace(path="/" + database))
+    return make_conninfo(target, dbname=database)
 
 
 def _size_of(path: Path) -> int:
@@ -196,7 +209,7 @@ class PostgresDriver:
                 expected_sha256: str | None = None) -> str:
         dump = verify_manifest(directory, expected_sha256)
         database = new_cluster_name.lower()
-        target = urlunsplit(urlsplit(source_target)._replace(path="/" + database))
+        target = _with_dbname(source_target, database)
         with self.connect(source_target, autocommit=True) as connection:
             try:
                 connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))

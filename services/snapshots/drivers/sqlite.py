@@ -87,6 +87,10 @@ class FrozenSQLite:
         finally:
             self._connection.close()
 
+    def close(self) -> None:
+        """The lock lives in this handle: letting go of it is releasing it."""
+        self.release()
+
     def cleanup(self) -> None:
         """Nothing to remove: the lock was the whole freeze."""
 
