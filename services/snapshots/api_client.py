@@ -21,7 +21,11 @@ FINAL_EVENTS = {
 
 
 class ApiError(Exception):
-    """A one-line reason for the user."""
+    """A one-line reason for the user (and the HTTP status, when there was an answer)."""
+
+    def __init__(self, reason: str, status: int | None = None):
+        super().__init__(reason)
+        self.status = status
 
 
 def token_of(settings: Settings) -> str | None:
@@ -44,7 +48,7 @@ class ApiClient:
         except httpx.HTTPError as error:
             raise ApiError(f"cannot reach the API at {self.base}: {error}") from None
         if response.status_code >= 400:
-            raise ApiError(f"{response.status_code} from the API: {_reason(response)}")
+            raise ApiError(f"{response.status_code} from the API: {_reason(response)}", response.status_code)
         return response.json()
 
     def follow(self, command_id: str, command_type: str, timeout: float,

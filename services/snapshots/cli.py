@@ -205,9 +205,14 @@ def _submit(command, request, wait: bool, timeout: float, via: str, command_id: 
 
 
 def _check_cluster_of(client: ApiClient, snapshot_name: str, cluster: str) -> None:
-    snapshot = client.call("GET", f"/snapshots/{quote(snapshot_name, safe='')}")
-    if snapshot["cluster_name"].lower() != cluster.lower():
-        raise ApiError(f"cluster {cluster!r} has no snapshot {snapshot_name!r}")
+    try:
+        snapshot = client.call("GET", f"/snapshots/{quote(snapshot_name, safe='')}")
+    except ApiError as error:
+        if error.status != 404:
+            raise
+        snapshot = {"cluster_name": None}
+    if (snapshot["cluster_name"] or "").lower() != cluster.lower():
+        raise ApiError(f"rejected (unknown_snapshot): cluster {cluster!r} has no snapshot {snapshot_name!r}")
 
 
 def _show(event: dict) -> None:

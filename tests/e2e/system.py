@@ -42,11 +42,15 @@ class RunningSystem:
         if "SNAPSHOT_API_TOKEN" not in self.env:
             self.env["SNAPSHOT_API_TOKEN"] = self.create_token("e2e-admin", "admin")
         for part in parts:
-            log = open(self.data_dir / f"{part}.log", "ab")
-            self.processes[part] = subprocess.Popen(
-                [sys.executable, "-m", "services.snapshots", part], env=self.env, cwd=ROOT,
-                stdout=log, stderr=subprocess.STDOUT)
+            self.start_part(part, part)
         return self
+
+    def start_part(self, name: str, part: str) -> None:
+        """Start `snapshotctl <part>` as the process called `name` (two services: two names)."""
+        log = open(self.data_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "services.snapshots", part], env=self.env, cwd=ROOT,
+            stdout=log, stderr=subprocess.STDOUT)
 
     def create_token(self, name: str, role: str) -> str:
         """`snapshotctl token create`, as an operator would; the token is its last line."""

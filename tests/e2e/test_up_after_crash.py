@@ -33,8 +33,11 @@ def stored_and_relayed(settings: Settings) -> bool:
 def rebuilt_from_store(settings: Settings, scratch) -> tuple[dict, dict]:
     """The snapshot and its cluster as the store's whole history makes them."""
     rebuilt = Projection(views.connect(f"sqlite:///{scratch}"))
-    for envelope in replay.stored_envelopes(bootstrap.build_replay(settings), settings.service_id):
-        rebuilt.apply(envelope)
+    app = bootstrap.make_application(settings)
+    try:
+        rebuilt.catch_up(replay.store_reader(app, settings.service_id))
+    finally:
+        app.close()
     return views.get_snapshot(rebuilt._engine, SNAPSHOT), views.get_cluster(rebuilt._engine, "dws-demo")
 
 

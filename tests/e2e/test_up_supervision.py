@@ -78,7 +78,7 @@ def test_parts_an_earlier_up_left_running_are_stopped_and_named_in_the_log(tmp_p
     up = Up(tmp_path / "data", up_stop_grace_seconds="2")
     up.data_dir.mkdir()
     old_api = orphaned_part("api", up.env)
-    wait_for(lambda: up.get("/clusters").status_code == 200, 60, "the old API to answer")
+    wait_for(lambda: up.get("/health/live").status_code == 200, 60, "the old API to answer")
     frozen = orphaned_part("projection", up.env)
     frozen.suspend()  # SIGSTOP: it cannot act on SIGTERM, as a part hung in shutdown
 

@@ -61,7 +61,8 @@ class Up:
         return httpx.get(f"http://127.0.0.1:{self.http_port}{path}", headers=headers, timeout=10)
 
     def serves_the_demo_cluster(self) -> bool:
-        return any(c["name"] == "dws-demo" for c in self.get("/clusters").json()["clusters"])
+        answer = self.get("/clusters")  # 401 until `up` has written its admin token
+        return answer.status_code == 200 and any(c["name"] == "dws-demo" for c in answer.json()["clusters"])
 
     def wait_until_serving(self, timeout: float = 90) -> "Up":
         wait_for(self.serves_the_demo_cluster, timeout, f"dws-demo in /clusters\n{self.log()[-3000:]}")
