@@ -9,10 +9,12 @@ jobs only run what these functions return. Nothing connects at import time.
     service_worker / projection_worker(settings) -> the faust apps around those parts"""
 
 import logging
+import time
 from dataclasses import dataclass
 from functools import partial
 from urllib.parse import urlsplit
 
+from eventsourcing.persistence import PersistenceError
 from sqlalchemy import URL, Engine
 
 from services.snapshots import views
@@ -137,9 +139,18 @@ def make_workflow(app: SnapshotsApplication, drivers: dict[str, ClusterDriver], 
     return SnapshotWorkflow(app, freezer, repository, store or ThreadPool(2, "store"))
 
 
-def make_application(settings: Settings, on_saved=None) -> SnapshotsApplication:
-    return SnapshotsApplication(env=event_store_env(settings), on_saved=on_saved,
-                                allowed_targets=allowed_targets(settings))
+def make_application(settings: Settings, on_saved=None, attempts: int = 5) -> SnapshotsApplication:
+    # The parts start together and each creates the store's tables if missing; PostgreSQL's
+    # CREATE TABLE IF NOT EXISTS is not safe against a concurrent twin ("duplicate key ...
+    # pg_type"): whoever loses tries again and finds the tables.
+    for attempt in range(attempts):
+        try:
+            return SnapshotsApplication(env=event_store_env(settings), on_saved=on_saved,
+                                        allowed_targets=allowed_targets(settings))
+        except PersistenceError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def allowed_targets(settings: Settings) -> AllowedTargets:

@@ -31,7 +31,7 @@ def make_database(name: str, rows: int) -> str:
     target = postgres_dsn(name)
     with psycopg.connect(target, autocommit=True) as db:
         db.execute("CREATE TABLE facts (id bigint PRIMARY KEY, region int, amount numeric, note text)")
-        db.execute("INSERT INTO facts SELECT g, g % 97, g * 1.5, md5(g::text) FROM generate_series(1, %s) g",
+        db.execute("INSERT INTO facts SELECT g, g %% 97, g * 1.5, md5(g::text) FROM generate_series(1, %s) g",
                    (rows,))
     return target
 
@@ -48,8 +48,9 @@ def deployment(broker, tmp_path, postgres_database):
                            postgres_dsn=postgres_dsn(postgres_database), service_id=f"two-{suffix}",
                            commands_topic=f"two.commands.{suffix}", events_topic=f"two.events.{suffix}",
                            dlq_topic=f"two.dlq.{suffix}", relay_batch_size=str(RELAY_BATCH),
-                           freeze_lock_timeout_seconds="2", reconcile_interval_seconds="3")
-    clusters = {f"dws-two-{i}-{suffix}": make_database(f"dws_two_{i}_{suffix}", 300_000) for i in range(CLUSTERS)}
+                           freeze_lock_timeout_seconds="2", reconcile_interval_seconds="3",
+                           copy_threads="1")  # one dump at a time: the last is still to come at the kill
+    clusters = {f"dws-two-{i}-{suffix}": make_database(f"dws_two_{i}_{suffix}", 600_000) for i in range(CLUSTERS)}
     yield system, clusters
     system.stop()
     with psycopg.connect(dbname="postgres", autocommit=True, **POSTGRES) as admin:
@@ -92,19 +93,26 @@ async def test_two_instances_kills_and_an_aborted_writer_leave_every_cluster_wri
                                                            "target": target}) for name, target in clusters.items()]
     await wait_until_settled(system, registrations, timeout=90)
 
-    first, aborted = list(clusters), None
+    first = list(clusters)
+    holder = psycopg.connect(clusters[first[0]])  # wrote before the snapshot, still idle in its transaction
+    holder.execute("INSERT INTO facts VALUES (-3, 0, 0, 'uncommitted')")
     wave = [await system.send("CreateSnapshotRequested", {"cluster_name": name, "snapshot_name": f"w1-{name}"})
             for name in first]
-    await system.events_of(wave[0], "ClusterReadOnly", timeout=60)
-    aborted = psycopg.connect(clusters[first[0]])  # a client whose write hits the freeze...
+    await system.events_of(wave[-1], "ClusterReadOnly", timeout=60)
+    aborted = psycopg.connect(clusters[first[-1]])  # a client whose write hits the freeze...
     with pytest.raises(errors.ReadOnlySqlTransaction):
         aborted.execute("INSERT INTO facts VALUES (-1, 0, 0, 'refused')")
-    # ...and stays "idle in transaction (aborted)", holding its lock on facts.
+    # ...and stays "idle in transaction (aborted)". (PostgreSQL releases an aborted
+    # transaction's locks at the error, so this one holds none; `holder` does.)
     system.kill("service-1")
     await asyncio.sleep(3)
     system.kill("service-2")
     system.start_part("service-1", "service")
     events = await wait_until_settled(system, wave)
+    holder.rollback()
+    holder.close()
+    held = [e for e in {e.id: e for e in events}.values() if e.correlationid == wave[0]]
+    assert "lock timeout" in next(e.data["reason"] for e in held if e.type == "SnapshotFailed")
 
     second = [await system.send("CreateSnapshotRequested", {"cluster_name": name, "snapshot_name": f"w2-{name}"})
               for name in first]
@@ -120,7 +128,8 @@ async def test_two_instances_kills_and_an_aborted_writer_leave_every_cluster_wri
         with psycopg.connect(target, autocommit=True) as db:  # writable by a new session
             db.execute("INSERT INTO facts VALUES (-2, 0, 0, 'after') ON CONFLICT DO NOTHING")
             db.execute("DELETE FROM facts WHERE id = -2")
-        cluster = system.wait_for_api(f"/clusters/{name}", lambda r: r.json()["task_status"] is None, 30).json()
+        cluster = system.wait_for_api(f"/clusters/{name}", lambda r: r.status_code == 200
+                                      and r.json()["task_status"] is None, 30).json()
         assert cluster["status"] == "Available"
     duplicates = len(events) - len({e.id for e in events})
     assert duplicates <= RELAY_BATCH * 2, f"{duplicates} events published twice"
@@ -135,7 +144,11 @@ async def test_two_instances_kills_and_an_aborted_writer_leave_every_cluster_wri
         assert done[-1].type == "RestoreCompleted"
         restored = system.wait_for_api(f"/clusters/{copy}", lambda r: r.status_code == 200, 30).json()
         assert checksum(restored["target"]) == checksum(clusters[snapshot["cluster_name"]])
-    print(f"\ntwo instances: {len(wave) + len(second) - 1} snapshot commands, "
+    unique_events = {e.id: e for e in events}.values()
+    last = [e for e in unique_events if e.correlationid == wave[-1] and e.type.startswith("Snapshot")]
+    resumed = sum(system.log(part).count("resuming snapshot") for part in ("service-1", "service-2"))
+    print(f"\nresumed {resumed} workflows; the aborted writer's cluster: {[(e.type, e.data.get('reason')) for e in last]}")
+    print(f"two instances: {len(wave) + len(second) - 1} snapshot commands, "
           f"{sum(e.type == 'SnapshotCompleted' for e in {e.id: e for e in events}.values())} completed, "
           f"{sum(e.type == 'SnapshotFailed' for e in {e.id: e for e in events}.values())} failed, "
           f"{sum(e.type == 'CommandRejected' for e in {e.id: e for e in events}.values())} rejected, "
