@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from services.snapshots import bootstrap, replay, views
+from services.snapshots.broker import EmbeddedBroker
 from services.snapshots.demo import create_demo_warehouse
 from services.snapshots.projection import Projection
 from services.snapshots.settings import Settings
@@ -20,15 +21,19 @@ WAVES, PER_WAVE = 6, 8
 
 
 @pytest.fixture
-def crash_system(broker, tmp_path):
+def crash_system(tmp_path):
+    """A broker of its own: one wave restarts it empty (Tansu keeps nothing)."""
     suffix = uuid.uuid4().hex[:6]
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log").start()
     system = RunningSystem(broker.bootstrap_servers, tmp_path, commands_topic=f"crash.commands.{suffix}",
                            events_topic=f"crash.events.{suffix}", dlq_topic=f"crash.dlq.{suffix}",
-                           service_id=f"crash-{suffix}")
+                           service_id=f"crash-{suffix}", projection_poll_seconds="1")
+    system.broker = broker
     for name in CLUSTERS:
         create_demo_warehouse(tmp_path / f"{name}.sqlite", customers=2000, sales=150_000)
     yield system.start()
     system.stop()
+    broker.stop()
 
 
 def store_events(settings: Settings) -> list:
@@ -57,6 +62,32 @@ def settled(count: dict) -> bool:
     return rejected or finished
 
 
+def store_position(settings: Settings) -> int:
+    app = bootstrap.make_application(settings)
+    try:
+        return app.recorder.max_notification_id() or 0
+    finally:
+        app.close()
+
+
+async def all_received(settings: Settings, command_ids: list[str], timeout: float = 60) -> None:
+    app, deadline = bootstrap.make_application(settings), time.monotonic() + timeout
+    try:
+        while not all(app.has_seen(command_id) for command_id in command_ids):
+            assert time.monotonic() < deadline, "the service did not receive every command"
+            await asyncio.sleep(0.3)
+    finally:
+        app.close()
+
+
+async def view_reaches(settings: Settings, position: int, timeout: float = 60) -> None:
+    """The projection's position in the store reaches `position` (what the store held)."""
+    projection, deadline = bootstrap.make_projection(settings), time.monotonic() + timeout
+    while projection.position() < position:
+        assert time.monotonic() < deadline, f"the view stayed behind the store's {position}"
+        await asyncio.sleep(0.3)
+
+
 def wait_for_progress(settings: Settings, beyond: int, timeout: float = 90) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -78,7 +109,7 @@ async def test_after_repeated_sigkills_every_command_has_one_outcome_and_nothing
         await system.send("RegisterCluster", {"cluster_name": name, "driver": "sqlite",
                                               "target": str(system.data_dir / f"{name}.sqlite")})
     position = wait_for_progress(settings, len(CLUSTERS) * 2 - 1)
-    sent, kills = [], {"service": 0, "projection": 0}
+    sent, kills = [], {"service": 0, "projection": 0, "broker": 0}
     for wave in range(WAVES):
         for i in range(PER_WAVE):
             cluster = CLUSTERS[i % len(CLUSTERS)]
@@ -88,9 +119,19 @@ async def test_after_repeated_sigkills_every_command_has_one_outcome_and_nothing
                           command_id=sent[-PER_WAVE])  # a client retry of an earlier command id
         position = wait_for_progress(settings, position + rng.randint(1, 12))
         part = "projection" if wave % 3 == 2 else "service"
-        system.kill(part)
-        kills[part] += 1
-        system.start([part])
+        if wave == 3:  # the broker dies too and comes back empty: its events are lost
+            await all_received(settings, sent)  # (commands it had not delivered would be lost too)
+            for each in ("service", "projection", "api"):
+                system.kill(each)
+            system.broker.stop()
+            system.broker.start()
+            system.start(["service", "projection", "api"])
+            kills["broker"] += 1
+        else:
+            system.kill(part)
+            kills[part] += 1
+            system.start([part])
+        await view_reaches(settings, store_position(settings))
 
     deadline = time.monotonic() + 180
     while True:
@@ -122,6 +163,6 @@ async def test_after_repeated_sigkills_every_command_has_one_outcome_and_nothing
     completed = sum(c["SnapshotCompleted"] for c in counts.values())
     rejected = sum(c["CommandRejected"] for c in counts.values())
     print(f"\ncrash test: {len(sent)} commands, {kills['service']} service and {kills['projection']} "
-          f"projection SIGKILLs, {completed} snapshots completed, "
+          f"projection SIGKILLs, {kills['broker']} of everything with the broker, {completed} snapshots completed, "
           f"{sum(c['SnapshotFailed'] for c in counts.values())} failed, {rejected} rejected")
     assert completed >= len(CLUSTERS)
