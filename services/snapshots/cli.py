@@ -21,7 +21,6 @@ from services.snapshots import bootstrap, replay as replay_jobs, supervisor
 from services.snapshots.api_client import ApiClient, ApiError
 from services.snapshots.client import EventFollower, follow_command, publish_command
 from services.snapshots.settings import Settings
-from services.snapshots.tokens import TokenError
 
 cli = typer.Typer(help="dws-snapshots: the snapshot control plane for warehouse clusters.",
                   no_args_is_help=True, add_completion=False)
@@ -283,44 +282,8 @@ def _get(path: str, params: dict) -> dict:
         fail(str(error))
 
 
-token_cli = typer.Typer(help="API tokens (written to the token store directly: no token needed).",
-                        no_args_is_help=True)
-cli.add_typer(token_cli, name="token")
-
-
-@token_cli.command("create")
-def token_create(name: str, role: str = typer.Option("viewer", help="viewer, operator or admin")) -> None:
-    """Create a token; it is shown once, alone on the last line."""
-    try:
-        token = bootstrap.make_token_store(Settings()).create(name, role)
-    except TokenError as error:
-        fail(str(error), 2)
-    typer.echo(f"created token {name!r} with the role {role}; it is shown only now:")
-    typer.echo(token)
-
-
-@token_cli.command("list")
-def token_list(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Show the tokens (names, roles, dates; never the tokens themselves)."""
-    rows = [{"name": t.name, "role": str(t.role), "created_at": t.created_at.isoformat(),
-             "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None}
-            for t in bootstrap.make_token_store(Settings()).list()]
-    if as_json:
-        typer.echo(json.dumps({"tokens": rows}, indent=2))
-        return
-    table = Table("Name", "Role", "Created", "Revoked")
-    for row in rows:
-        table.add_row(row["name"], row["role"], row["created_at"], row["revoked_at"] or "")
-    console.print(table)
-
-
-@token_cli.command("revoke")
-def token_revoke(name: str) -> None:
-    """Revoke a token: it stops working at once."""
-    if not bootstrap.make_token_store(Settings()).revoke(name):
-        fail(f"no live token named {name!r}")
-    typer.echo(f"revoked token {name!r}")
-
-
 def main() -> None:
+    from services.snapshots.cli_tokens import token_cli
+
+    cli.add_typer(token_cli, name="token")
     cli()

@@ -5,7 +5,8 @@ domain module, `rules`, and the standard-library half of the published language
 Each event is one typed class: a published event's fields are inherited from its class in
 `events.events` (so the stored event and the published one cannot disagree), and the
 domain adds only what stays inside (`command_id`, which is published as `correlationid`;
-a `sha256`; the status to restore). `CommandReceived` is the one internal event."""
+a `sha256`; the status to restore); a one-line `class ...: pass` is an event whose
+published fields are the whole of it. `CommandReceived` is the one internal event."""
 
 from datetime import datetime
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -51,8 +52,7 @@ class Cluster(CausedByCommand):
     def create_id(cluster_name: str, **_) -> UUID:
         return cluster_id(cluster_name)
 
-    class ClusterRegistered(CausedByCommand.Created, published.ClusterRegistered):
-        pass
+    class ClusterRegistered(CausedByCommand.Created, published.ClusterRegistered): pass
 
     @event(ClusterRegistered)
     def __init__(self, cluster_name: str, driver: str, target: str, status: ClusterStatus,
@@ -77,8 +77,7 @@ class Cluster(CausedByCommand):
         self.check_not_creating_snapshot()
         self._change_status(cluster_name=self.cluster_name, status=status, command_id=command_id)
 
-    class ClusterStatusChanged(CausedByCommand.Event, published.ClusterStatusChanged):
-        pass
+    class ClusterStatusChanged(CausedByCommand.Event, published.ClusterStatusChanged): pass
 
     @event(ClusterStatusChanged)
     def _change_status(self, cluster_name: str, status: ClusterStatus, command_id: str) -> None:
@@ -105,8 +104,7 @@ class Cluster(CausedByCommand):
         self._make_read_only(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
                              status=ClusterStatus.READ_ONLY, command_id=command_id)
 
-    class ClusterReadOnly(CausedByCommand.Event, published.ClusterReadOnly):
-        pass
+    class ClusterReadOnly(CausedByCommand.Event, published.ClusterReadOnly): pass
 
     @event(ClusterReadOnly)
     def _make_read_only(self, cluster_name, snapshot_name, status, command_id):
@@ -117,8 +115,7 @@ class Cluster(CausedByCommand):
         self._unlock(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
                      status=self.prior_status, task_status=None, command_id=command_id)
 
-    class ClusterUnlocked(CausedByCommand.Event, published.ClusterUnlocked):
-        pass
+    class ClusterUnlocked(CausedByCommand.Event, published.ClusterUnlocked): pass
 
     @event(ClusterUnlocked)
     def _unlock(self, cluster_name, snapshot_name, status, task_status, command_id):
@@ -132,8 +129,7 @@ class Cluster(CausedByCommand):
         self.check_not_creating_snapshot()
         self._restart(cluster_name=self.cluster_name, command_id=command_id)
 
-    class ClusterRestarted(CausedByCommand.Event, published.ClusterRestarted):
-        pass
+    class ClusterRestarted(CausedByCommand.Event, published.ClusterRestarted): pass
 
     @event(ClusterRestarted)
     def _restart(self, cluster_name, command_id):
@@ -230,8 +226,7 @@ class Snapshot(CausedByCommand):
         self._start_restore(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
                             target_cluster_name=target_cluster_name, command_id=command_id)
 
-    class RestoreStarted(CausedByCommand.Event, published.RestoreStarted):
-        pass
+    class RestoreStarted(CausedByCommand.Event, published.RestoreStarted): pass
 
     @event(RestoreStarted)
     def _start_restore(self, cluster_name, snapshot_name, target_cluster_name, command_id):
@@ -244,8 +239,7 @@ class Snapshot(CausedByCommand):
                                target_cluster_name=self.restore_target,
                                command_id=self.restore_command_id)
 
-    class RestoreCompleted(CausedByCommand.Event, published.RestoreCompleted):
-        pass
+    class RestoreCompleted(CausedByCommand.Event, published.RestoreCompleted): pass
 
     @event(RestoreCompleted)
     def _complete_restore(self, cluster_name, snapshot_name, target_cluster_name, command_id):
@@ -256,8 +250,7 @@ class Snapshot(CausedByCommand):
                            target_cluster_name=self.restore_target, reason=reason,
                            command_id=self.restore_command_id)
 
-    class RestoreFailed(CausedByCommand.Event, published.RestoreFailed):
-        pass
+    class RestoreFailed(CausedByCommand.Event, published.RestoreFailed): pass
 
     @event(RestoreFailed)
     def _fail_restore(self, cluster_name, snapshot_name, target_cluster_name, reason, command_id):
@@ -270,8 +263,7 @@ class Snapshot(CausedByCommand):
         self._delete(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
                      command_id=command_id)
 
-    class SnapshotDeleted(CausedByCommand.Event, published.SnapshotDeleted):
-        pass
+    class SnapshotDeleted(CausedByCommand.Event, published.SnapshotDeleted): pass
 
     @event(SnapshotDeleted)
     def _delete(self, cluster_name, snapshot_name, command_id):
@@ -296,8 +288,7 @@ class CommandRecord(CausedByCommand):
         self.cluster_name = cluster_name
         self.rejection: str | None = None
 
-    class CommandRejected(CausedByCommand.Event, published.CommandRejected):
-        pass
+    class CommandRejected(CausedByCommand.Event, published.CommandRejected): pass
 
     @event(CommandRejected)
     def reject(self, cluster_name, command_id, command_type, code, reason):
