@@ -12,7 +12,10 @@ def utc_now() -> datetime:
 
 
 class Envelope(BaseModel):
-    """One CloudEvent. `correlationid` and `sequence` are set on events only."""
+    """One CloudEvent. `correlationid` and `sequence` are set on events only. The
+    extension attributes `authtype`/`authid` (CloudEvents *authcontext*: who issued the
+    command) and `traceparent`/`tracestate` (W3C trace context) go from a command to every
+    event it causes."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -26,3 +29,7 @@ class Envelope(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     correlationid: str | None = Field(None, max_length=256)
     sequence: str | None = Field(None, pattern=r"^[0-9]+$")
+    authtype: str | None = Field(None, max_length=64)
+    authid: str | None = Field(None, max_length=256)
+    traceparent: str | None = Field(None, max_length=128)
+    tracestate: str | None = Field(None, max_length=512)

@@ -227,4 +227,5 @@ def _history_row(envelope: Envelope) -> dict:
     return {"event_id": envelope.id, "sequence": int(envelope.sequence),
             "cluster_key": name_key(str(envelope.data["cluster_name"])),
             "snapshot_key": name_key(snapshot_name) if snapshot_name else None, "type": envelope.type,
-            "time": envelope.time, "correlationid": envelope.correlationid, "data": envelope.data}
+            "time": envelope.time, "correlationid": envelope.correlationid, "data": envelope.data,
+            "authtype": envelope.authtype, "authid": envelope.authid, "traceparent": envelope.traceparent}

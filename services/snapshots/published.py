@@ -5,6 +5,8 @@ defined once, there); events on the domain's `INTERNAL_EVENTS` list stay inside.
 envelope id is derived from the aggregate id and version, so re-publishing history sends
 the same ids; `sequence` is the notification id; `correlationid` the causing command."""
 
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import fields
 from functools import cache
 from uuid import NAMESPACE_URL, uuid5
@@ -37,7 +39,46 @@ def published_type(domain_event_class: type) -> type[Event] | None:
     return next((cls for cls in domain_event_class.__mro__ if cls in _PUBLISHED_CLASSES), None)
 
 
-def to_envelope(mapper: Mapper, notification: Notification, source: str) -> Envelope | None:
+class CommandContexts:
+    """Who issued each command, and its trace context, as its `CommandRecord` keeps them:
+    every event a command causes is published with them. A reader of the log meets a
+    command's `CommandReceived` just before its effects (they are saved together), so the
+    contexts are remembered as they stream by; an event whose command came before the
+    reader's start (a workflow step an hour later, after a restart) is looked up."""
+
+    UNAUTHENTICATED = {"authtype": "unauthenticated"}
+
+    def __init__(self, lookup: Callable[[str], dict | None], size: int = 100_000):
+        self._lookup = lookup
+        self._size = size
+        self._known: OrderedDict[str, dict] = OrderedDict()
+
+    def remember(self, received) -> None:
+        self._known[received.command_id] = context_of(received)
+        while len(self._known) > self._size:
+            self._known.popitem(last=False)
+
+    def of(self, command_id: str | None) -> dict:
+        if command_id is None:
+            return {}
+        if command_id not in self._known:
+            self._known[command_id] = self._lookup(command_id) or self.UNAUTHENTICATED
+        return self._known[command_id]
+
+
+def context_of(received) -> dict:
+    """The published attributes of a command's context (an unauthenticated command: the
+    bus carried no authcontext)."""
+    context = {name: getattr(received, name, None) for name in CONTEXT_ATTRIBUTES}
+    context["authtype"] = context["authtype"] or "unauthenticated"
+    return {name: value for name, value in context.items() if value is not None}
+
+
+CONTEXT_ATTRIBUTES = ("authtype", "authid", "traceparent", "tracestate")
+
+
+def to_envelope(mapper: Mapper, notification: Notification, source: str,
+                contexts: CommandContexts | None = None) -> Envelope | None:
     """The published form of a stored event; None for an internal event."""
     try:
         domain_event = mapper.to_domain_event(notification)
@@ -45,6 +86,8 @@ def to_envelope(mapper: Mapper, notification: Notification, source: str) -> Enve
         raise Untranslatable(notification, f"unreadable: {type(error).__name__}: {error}") from None
     name = type(domain_event).__name__
     if name in INTERNAL_EVENTS:
+        if contexts is not None and name == "CommandReceived":
+            contexts.remember(domain_event)
         return None
     model = published_type(type(domain_event))
     if model is None:
@@ -54,8 +97,9 @@ def to_envelope(mapper: Mapper, notification: Notification, source: str) -> Enve
                                   if hasattr(domain_event, f.name)})
     except Exception as error:  # noqa: BLE001 - pydantic's ValidationError, a missing field
         raise Untranslatable(notification, f"does not fit {model.__name__}: {error}") from None
+    command_id = getattr(domain_event, "command_id", None)
     return Envelope(
         id=str(uuid5(_EVENT_ID_NAMESPACE, f"{notification.originator_id}:{notification.originator_version}")),
         type=model.__name__, source=source, time=domain_event.timestamp,
-        subject=data["cluster_name"], data=data,
-        correlationid=getattr(domain_event, "command_id", None), sequence=str(notification.id))
+        subject=data["cluster_name"], data=data, correlationid=command_id, sequence=str(notification.id),
+        **(contexts.of(command_id) if contexts is not None else {}))

@@ -20,7 +20,8 @@ from events.envelope import Envelope
 from events.kafka import HEADERS, new_producer, record_key
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.lease import Lease, SoleLease
-from services.snapshots.published import Untranslatable, to_envelope
+from services.snapshots.domain import command_record_id
+from services.snapshots.published import CommandContexts, Untranslatable, context_of, to_envelope
 from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.threads import ThreadPool, Wakeup
 
@@ -44,6 +45,7 @@ class Relay:
         self._leading = False
         self._batch_size = batch_size
         self._tracking = app.factory.tracking_recorder()
+        self._contexts = contexts_for(app)
 
     def position(self) -> int:
         return self._tracking.max_tracking_id(self.tracking_name) or 0
@@ -61,7 +63,7 @@ class Relay:
         return len(batch)
 
     def translate(self, batch: Iterable[Notification]) -> list[Envelope]:
-        return list(translate(self._app, batch, self._source, self._set_aside))
+        return list(translate(self._app, batch, self._source, self._set_aside, self._contexts))
 
     async def run(self, idle_seconds: float, lease_retry_seconds: float = 2.0) -> None:
         try:
@@ -88,13 +90,22 @@ class Relay:
         return leading
 
 
+def contexts_for(app: SnapshotsApplication) -> CommandContexts:
+    """Command contexts (actor, trace) for a reader of this application's log."""
+    def lookup(command_id: str) -> dict | None:
+        record = app.find(command_record_id(command_id))
+        return context_of(record) if record is not None else None
+    return CommandContexts(lookup)
+
+
 def translate(app: SnapshotsApplication, batch: Iterable[Notification], source: str,
-              set_aside: SetAsideLog | None = None):
-    """The published envelopes of a batch of stored events; an untranslatable one is set
-    aside (recorded, when a log is given) and skipped."""
+              set_aside: SetAsideLog | None = None, contexts: CommandContexts | None = None):
+    """The published envelopes of a batch of stored events, each with its command's
+    context; an untranslatable one is set aside (recorded, when a log is given) and skipped."""
+    contexts = contexts if contexts is not None else contexts_for(app)
     for notification in batch:
         try:
-            envelope = to_envelope(app.mapper, notification, source)
+            envelope = to_envelope(app.mapper, notification, source, contexts)
         except Untranslatable as error:
             log.error("relay set aside %s", error)
             if set_aside is not None:

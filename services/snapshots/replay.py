@@ -12,7 +12,7 @@ from events.envelope import Envelope
 from events.kafka import new_producer
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.projection import Projection, StoreReader
-from services.snapshots.relay import publish, translate
+from services.snapshots.relay import contexts_for, publish, translate
 from services.snapshots.views import LIVE, ViewTables, define_tables
 
 if TYPE_CHECKING:
@@ -24,20 +24,22 @@ REBUILD_SUFFIX = "__rebuild"
 def store_reader(app: SnapshotsApplication, source: str) -> StoreReader:
     """Published events after a position, as the relay publishes them. Untranslatable ones
     are skipped here (the relay records them in the set-aside log)."""
+    contexts = contexts_for(app)
+
     def read(after: int, limit: int) -> tuple[int, list[Envelope]]:
         batch = app.recorder.select_notifications(after + 1, limit)
         if not batch:
             return after, []
-        return batch[-1].id, list(translate(app, batch, source))
+        return batch[-1].id, list(translate(app, batch, source, contexts=contexts))
     return read
 
 
 def stored_envelopes(parts: "ReplayParts", source: str, batch_size: int = 1000,
                      record_set_aside: bool = False) -> Iterator[Envelope]:
     """Every published event in the store, in notification order."""
-    set_aside = parts.set_aside if record_set_aside else None
+    set_aside, contexts = parts.set_aside if record_set_aside else None, contexts_for(parts.app)
     for batch in parts.app.notifications(batch_size=batch_size):
-        yield from translate(parts.app, batch, source, set_aside)
+        yield from translate(parts.app, batch, source, set_aside, contexts)
 
 
 def rebuild_views(parts: "ReplayParts", source: str, batch_size: int = 2000) -> int:

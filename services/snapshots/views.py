@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, URL, BigInteger, Column, DateTime, Engine, MetaData, String,
-                        Table, Text, create_engine, func, select)
+                        Table, Text, create_engine, func, inspect, select, text)
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from events.vocabulary import name_key
@@ -61,6 +61,9 @@ def define_tables(suffix: str = "") -> ViewTables:
         Column("time", DateTime(timezone=True), nullable=False),
         Column("correlationid", String(256), index=True),
         Column("data", JSON, nullable=False),
+        Column("authtype", String(64)),  # the actor of the command that caused the event
+        Column("authid", String(256)),
+        Column("traceparent", String(128)),
     ), Table(
         # The projection's position in the event store's notification log: every stored
         # event up to it is applied. Written in the same transaction as the views.
@@ -91,10 +94,24 @@ def create_tables(tables: MetaData, engine: Engine, attempts: int = 5) -> None:
     for attempt in range(attempts):
         try:
             tables.create_all(engine)
+            add_missing_columns(tables, engine)
             return
         except (OperationalError, ProgrammingError, IntegrityError):
             if attempt == attempts - 1:
                 raise
+
+
+def add_missing_columns(tables: MetaData, engine: Engine) -> None:
+    """Columns added to a table after its creation (nullable, by design) are added to a
+    database made by an earlier version: `create_all` only creates missing tables."""
+    existing = inspect(engine)
+    for table in tables.sorted_tables:
+        present = {column["name"] for column in existing.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present and column.nullable:
+                kind = column.type.compile(dialect=engine.dialect)
+                with engine.begin() as tx:
+                    tx.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def list_snapshots(engine: Engine, cluster: str | None = None, status: str | None = None,
@@ -169,4 +186,5 @@ def _iso(moment: datetime | None) -> str | None:
 def _event(row) -> dict:
     return {"id": row["event_id"], "type": row["type"], "time": _iso(row["time"]),
             "sequence": row["sequence"], "correlationid": row["correlationid"],
-            "data": row["data"]}
+            "actor": {"authtype": row["authtype"], "authid": row["authid"]},
+            "traceparent": row["traceparent"], "data": row["data"]}
