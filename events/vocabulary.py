@@ -56,6 +56,10 @@ class RejectionCode(StrEnum):
     DUPLICATE_CLUSTER_NAME = "duplicate_cluster_name"
     INVALID_COMMAND = "invalid_command"
     UNKNOWN_COMMAND_TYPE = "unknown_command_type"
+    #: The command id was used before for a different payload; the first outcome stands.
+    COMMAND_ID_REUSED = "command_id_reused"
+    #: Handling failed deterministically (a bug); the command also went to the DLQ.
+    INTERNAL_ERROR = "internal_error"
 
 
 def name_key(name: str) -> str:

@@ -13,8 +13,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from events import events as published
-from events.vocabulary import (SNAPSHOT_ALLOWED_STATUSES, ClusterStatus, SnapshotStatus,
-                               SnapshotType, TaskStatus, name_key)
+from events.vocabulary import (SNAPSHOT_ALLOWED_STATUSES, ClusterStatus, RejectionCode,
+                               SnapshotStatus, SnapshotType, TaskStatus, name_key)
 from services.snapshots.rules import (ClusterNotReady, SnapshotBusy, SnapshotInProgress,
                                       SnapshotNotAvailable, check_cluster_name,
                                       check_description, check_no_secret, check_snapshot_name)
@@ -274,7 +274,8 @@ class Snapshot(CausedByCommand):
 
 
 class CommandRecord(CausedByCommand):
-    """A command id seen by the service; its existence makes a re-delivery a no-op."""
+    """A command id seen by the service: its existence makes a re-delivery a no-op, and the
+    hash of its payload tells a re-delivery from another command that reuses the id."""
 
     @staticmethod
     def create_id(command_id: str, **_) -> UUID:
@@ -283,20 +284,44 @@ class CommandRecord(CausedByCommand):
     class CommandReceived(CausedByCommand.Created):
         command_type: str
         cluster_name: str
+        #: Absent from records stored before payloads were hashed (they match any payload).
+        payload_sha256: str | None = None
 
     @event(CommandReceived)
-    def __init__(self, command_id: str, command_type: str, cluster_name: str):
+    def __init__(self, command_id: str, command_type: str, cluster_name: str,
+                 payload_sha256: str | None = None):
         self.command_id = command_id
         self.command_type = command_type
         self.cluster_name = cluster_name
+        self.payload_sha256 = payload_sha256
         self.rejection: str | None = None
+        #: Hashes of other payloads already refused `command_id_reused` (one answer each).
+        self.refused_payloads: list[str] = []
 
     class CommandRejected(CausedByCommand.Event, published.CommandRejected):
-        pass
+        #: The refused payload's hash, on a `command_id_reused` rejection only.
+        payload_sha256: str | None = None
 
     @event(CommandRejected)
-    def reject(self, cluster_name, command_id, command_type, code, reason):
-        self.rejection = code
+    def reject(self, cluster_name, command_id, command_type, code, reason, payload_sha256=None):
+        if code == RejectionCode.COMMAND_ID_REUSED:
+            self.refused_payloads.append(payload_sha256)
+        else:
+            self.rejection = code
+
+    def matches(self, payload_sha256: str) -> bool:
+        """Whether a payload is this command's own (a record without a hash matches all)."""
+        return self.payload_sha256 is None or self.payload_sha256 == payload_sha256
+
+    def has_answered(self, payload_sha256: str) -> bool:
+        """Whether a delivery of this payload under this id needs no new event."""
+        return self.matches(payload_sha256) or payload_sha256 in self.refused_payloads
+
+    def refuse_reuse(self, cluster_name: str, command_type: str, payload_sha256: str) -> None:
+        """Answer another payload under this id once, leaving the first outcome as it is."""
+        self.reject(cluster_name, self.command_id, command_type, RejectionCode.COMMAND_ID_REUSED,
+                    f"command id {self.command_id[:200]!r} was already used by a different "
+                    f"{self.command_type} command; its outcome stands", payload_sha256)
 
 
 AGGREGATES = (Cluster, Snapshot, CommandRecord)
