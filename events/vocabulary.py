@@ -57,6 +57,10 @@ class RejectionCode(StrEnum):
     INVALID_COMMAND = "invalid_command"
     UNKNOWN_COMMAND_TYPE = "unknown_command_type"
     TARGET_NOT_ALLOWED = "target_not_allowed"
+    #: The command id was used before for a different payload; the first outcome stands.
+    COMMAND_ID_REUSED = "command_id_reused"
+    #: Handling failed deterministically (a bug); the command also went to the DLQ.
+    INTERNAL_ERROR = "internal_error"
 
 
 def name_key(name: str) -> str:

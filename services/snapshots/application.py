@@ -3,11 +3,17 @@ workflow's steps, and the queries on the event store.
 
 Every command is recorded as a `CommandRecord` in the same atomic save as its effects, so
 a command id seen before (a redelivery, a client retry) has no second effect, and a
-refused command leaves exactly one stored `CommandRejected`."""
+refused command leaves exactly one stored `CommandRejected`. The record keeps the hash of
+the payload: the same id with another payload is answered once with `command_id_reused`
+(an extra `CommandRejected` for that id), and the first outcome stands."""
 
+import hashlib
+import json
+from dataclasses import asdict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from enum import StrEnum
+from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Notification
@@ -15,7 +21,7 @@ from eventsourcing.utils import get_topic
 
 from events import commands as c
 from events.vocabulary import SnapshotStatus, name_key
-from services.snapshots.domain import (Cluster, CommandRecord, Snapshot, cluster_id,
+from services.snapshots.domain import (Cluster, CommandContext, CommandRecord, Snapshot, cluster_id,
                                        command_record_id, snapshot_id)
 from services.snapshots.handlers import COMMAND_HANDLERS
 from services.snapshots.rules import CommandNotAccepted, UnknownCluster, UnknownSnapshot
@@ -33,6 +39,19 @@ class Outcome(StrEnum):
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def payload_sha256(command_type: str, data: Any) -> str:
+    """The fingerprint of a command's payload: sha256 of its type and the canonical JSON of
+    its `data` (sorted keys, no whitespace), which tells a re-delivery from another command
+    reusing the id. Defined for any decoded JSON, lone surrogates included."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{command_type}\n{canonical}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def command_sha256(command: c.Command) -> str:
+    """The fingerprint of a command built in code: the fields it was given, as on the wire."""
+    return payload_sha256(type(command).__name__, command.model_dump(mode="json", exclude_unset=True))
 
 
 class SnapshotsApplication(Application):
@@ -59,44 +78,80 @@ class SnapshotsApplication(Application):
         if self._on_saved is not None:
             self._on_saved()
 
-    def handle(self, command_id: str, command: c.Command, attempts: int = 5) -> Outcome:
-        """Apply a command once."""
-        handler = COMMAND_HANDLERS[type(command)]
+    def handle(self, command_id: str, command: c.Command, attempts: int = 5,
+               payload_sha256: str | None = None, context: CommandContext | None = None) -> Outcome:
+        """Apply a command once. `payload_sha256` is the hash of the payload as it arrived
+        (the intake's); without it, the command's own fields are hashed. `context`: who
+        issued it, and its trace (kept on its record, published with its events)."""
+        digest = payload_sha256 or command_sha256(command)
+        return self._deciding(lambda: self._decide(command_id, command, digest, context), command_id, attempts)
+
+    def reject_invalid(self, command_id: str, command_type: str, cluster_name: str,
+                       code: str, reason: str, payload_sha256: str | None = None,
+                       context: CommandContext | None = None) -> Outcome:
+        """Record the rejection of a decodable command whose type or data is invalid (or
+        whose handling failed: `internal_error`), unless its id already has an outcome."""
+        return self._deciding(lambda: self._refuse(command_id, command_type, cluster_name,
+                                                   payload_sha256, code, reason, context), command_id)
+
+    def was_accepted(self, command_id: str, payload_sha256: str) -> bool:
+        """Whether this very payload was accepted under this id (not rejected, not another)."""
+        record = self.find(command_record_id(command_id))
+        return record is not None and record.rejection is None and record.payload_sha256 == payload_sha256
+
+    def has_seen(self, command_id: str) -> bool:
+        return self.find(command_record_id(command_id)) is not None
+
+    @staticmethod
+    def _deciding(decide: Callable[[], Outcome], command_id: str, attempts: int = 5) -> Outcome:
         for _ in range(attempts):
-            if self.has_seen(command_id):
-                return Outcome.DUPLICATE
-            record = CommandRecord(command_id=command_id, command_type=type(command).__name__,
-                                   cluster_name=command.cluster_name)
             try:
-                aggregates = handler(self, command, command_id)
-            except CommandNotAccepted as refusal:
-                return self.reject(record, refusal.code, refusal.reason)
-            try:
-                self.save(record, *aggregates)
-                return Outcome.ACCEPTED
+                return decide()
             except IntegrityError:
                 continue  # a concurrent writer got there first: decide again on fresh state
         raise RuntimeError(f"command {command_id} kept conflicting with concurrent writers")
 
-    def reject(self, record: CommandRecord, code: str, reason: str) -> Outcome:
-        record.reject(record.cluster_name, record.command_id, record.command_type, code, reason)
+    def _decide(self, command_id: str, command: c.Command, digest: str,
+                context: CommandContext | None) -> Outcome:
+        seen = self.find(command_record_id(command_id))
+        if seen is not None:
+            return self._repeat(seen, type(command).__name__, command.cluster_name, digest)
+        record = CommandRecord(command_id=command_id, command_type=type(command).__name__,
+                               cluster_name=command.cluster_name, payload_sha256=digest,
+                               **asdict(context or CommandContext()))
         try:
-            self.save(record)
-        except IntegrityError:
-            return Outcome.DUPLICATE
-        return Outcome.REJECTED
+            aggregates = COMMAND_HANDLERS[type(command)](self, command, command_id)
+        except CommandNotAccepted as refusal:
+            return self.reject(record, refusal.code, refusal.reason)
+        self.save(record, *aggregates)
+        return Outcome.ACCEPTED
 
-    def reject_invalid(self, command_id: str, command_type: str, cluster_name: str,
-                       code: str, reason: str) -> Outcome:
-        """Record the rejection of a decodable command whose type or data is invalid."""
-        if self.has_seen(command_id):
-            return Outcome.DUPLICATE
+    def _refuse(self, command_id: str, command_type: str, cluster_name: str, digest: str | None,
+                code: str, reason: str, context: CommandContext | None = None) -> Outcome:
+        seen = self.find(command_record_id(command_id))
+        if seen is not None:
+            return self._repeat(seen, command_type, cluster_name, digest)
         record = CommandRecord(command_id=command_id, command_type=command_type,
-                               cluster_name=cluster_name)
+                               cluster_name=cluster_name, payload_sha256=digest,
+                               **asdict(context or CommandContext()))
         return self.reject(record, code, reason)
 
-    def has_seen(self, command_id: str) -> bool:
-        return self.find(command_record_id(command_id)) is not None
+    def _repeat(self, record: CommandRecord, command_type: str, cluster_name: str,
+                digest: str | None) -> Outcome:
+        """A command id seen before: its own payload again is a duplicate (no event);
+        another payload is refused `command_id_reused` once, and the first outcome stands.
+        An unknown payload (`None`) counts as the record's own."""
+        if digest is None or record.has_answered(digest):
+            return Outcome.DUPLICATE
+        record.refuse_reuse(cluster_name, command_type, digest)
+        self.save(record)
+        return Outcome.REJECTED
+
+    def reject(self, record: CommandRecord, code: str, reason: str) -> Outcome:
+        """Save a new record with its one rejection (IntegrityError: the id was taken)."""
+        record.reject(record.cluster_name, record.command_id, record.command_type, code, reason)
+        self.save(record)
+        return Outcome.REJECTED
 
     # Workflow steps (called by the workflow, not by commands).
 

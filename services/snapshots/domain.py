@@ -8,14 +8,15 @@ domain adds only what stays inside (`command_id`, which is published as `correla
 a `sha256`; the status to restore); a one-line `class ...: pass` is an event whose
 published fields are the whole of it. `CommandReceived` is the one internal event."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
 from events import events as published
-from events.vocabulary import (SNAPSHOT_ALLOWED_STATUSES, ClusterStatus, SnapshotStatus,
-                               SnapshotType, TaskStatus, name_key)
+from events.vocabulary import (SNAPSHOT_ALLOWED_STATUSES, ClusterStatus, RejectionCode,
+                               SnapshotStatus, SnapshotType, TaskStatus, name_key)
 from services.snapshots.rules import (ClusterNotReady, SnapshotBusy, SnapshotInProgress,
                                       SnapshotNotAvailable, check_cluster_name,
                                       check_description, check_no_secret, check_snapshot_name)
@@ -271,7 +272,8 @@ class Snapshot(CausedByCommand):
 
 
 class CommandRecord(CausedByCommand):
-    """A command id seen by the service; its existence makes a re-delivery a no-op."""
+    """A command id seen by the service: its existence makes a re-delivery a no-op, and the
+    hash of its payload tells a re-delivery from another command that reuses the id."""
 
     @staticmethod
     def create_id(command_id: str, **_) -> UUID:
@@ -280,19 +282,65 @@ class CommandRecord(CausedByCommand):
     class CommandReceived(CausedByCommand.Created):
         command_type: str
         cluster_name: str
+        #: Absent from records stored before payloads were hashed (they match any payload).
+        payload_sha256: str | None = None
+        #: Who issued it and its trace (CloudEvents authcontext and distributed tracing):
+        #: every event the command causes is published with them. None on older records.
+        authtype: str | None = None
+        authid: str | None = None
+        traceparent: str | None = None
+        tracestate: str | None = None
 
     @event(CommandReceived)
-    def __init__(self, command_id: str, command_type: str, cluster_name: str):
+    def __init__(self, command_id: str, command_type: str, cluster_name: str,
+                 payload_sha256: str | None = None, authtype: str | None = None,
+                 authid: str | None = None, traceparent: str | None = None,
+                 tracestate: str | None = None):
         self.command_id = command_id
         self.command_type = command_type
         self.cluster_name = cluster_name
+        self.payload_sha256 = payload_sha256
+        self.authtype, self.authid = authtype, authid
+        self.traceparent, self.tracestate = traceparent, tracestate
         self.rejection: str | None = None
+        #: Hashes of other payloads already refused `command_id_reused` (one answer each).
+        self.refused_payloads: list[str] = []
 
-    class CommandRejected(CausedByCommand.Event, published.CommandRejected): pass
+    class CommandRejected(CausedByCommand.Event, published.CommandRejected):
+        #: The refused payload's hash, on a `command_id_reused` rejection only.
+        payload_sha256: str | None = None
 
     @event(CommandRejected)
-    def reject(self, cluster_name, command_id, command_type, code, reason):
-        self.rejection = code
+    def reject(self, cluster_name, command_id, command_type, code, reason, payload_sha256=None):
+        if code == RejectionCode.COMMAND_ID_REUSED:
+            self.refused_payloads.append(payload_sha256)
+        else:
+            self.rejection = code
+
+    def matches(self, payload_sha256: str) -> bool:
+        """Whether a payload is this command's own (a record without a hash matches all)."""
+        return self.payload_sha256 is None or self.payload_sha256 == payload_sha256
+
+    def has_answered(self, payload_sha256: str) -> bool:
+        """Whether a delivery of this payload under this id needs no new event."""
+        return self.matches(payload_sha256) or payload_sha256 in self.refused_payloads
+
+    def refuse_reuse(self, cluster_name: str, command_type: str, payload_sha256: str) -> None:
+        """Answer another payload under this id once, leaving the first outcome as it is."""
+        self.reject(cluster_name, self.command_id, command_type, RejectionCode.COMMAND_ID_REUSED,
+                    f"command id {self.command_id[:200]!r} was already used by a different "
+                    f"{self.command_type} command; its outcome stands", payload_sha256)
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """Who issued a command (`authtype`: app_user, service_account, system,
+    unauthenticated; `authid`) and its W3C trace context, as the command carried them."""
+
+    authtype: str | None = None
+    authid: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 AGGREGATES = (Cluster, Snapshot, CommandRecord)

@@ -9,12 +9,14 @@ store's thread pool, never on the event loop."""
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from events.codec import CommandInvalid, Undecodable, decode, parse_command
 from events.envelope import Envelope
 from events.kafka import DLQ_ERROR_HEADER
 from services.snapshots.application import Outcome, SnapshotsApplication
+from services.snapshots.domain import CommandContext
 from services.snapshots.threads import ThreadPool
 from services.snapshots.workflow import SnapshotWorkflow
 
@@ -63,8 +65,10 @@ class CommandIntake:
         except CommandInvalid as invalid:
             log.info("command %s rejected: %s", envelope.id, invalid.reason)
             return await self._store.run(self._app.reject_invalid, envelope.id, envelope.type,
-                                         cluster_name, invalid.code, invalid.reason)
-        outcome = await self._store.run(self._app.handle, envelope.id, command)
+                                         cluster_name, invalid.code, invalid.reason,
+                                         context=command_context(envelope))
+        outcome = await self._store.run(self._app.handle, envelope.id, command,
+                                        context=command_context(envelope))
         log.info("command %s %s %s", envelope.id, envelope.type, outcome)
         if outcome == Outcome.ACCEPTED:
             self._workflow.on_accepted(command, partition)
@@ -75,3 +79,16 @@ class CommandIntake:
         log.warning("poison message #%d sent to the DLQ: %s", self.dead_lettered, error)
         await self._dead_letter(value or b"", key, [(DLQ_ERROR_HEADER, error.encode("utf-8"))])
         return Outcome.DEAD_LETTERED
+
+
+#: W3C trace context: version-traceid-parentid-flags, lower-case hex, ids not all zero.
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def command_context(envelope: Envelope) -> CommandContext:
+    """Who issued the command, as its CloudEvents authcontext says (none: the bus carried
+    it without one), and its trace context if valid (an invalid one is ignored, as W3C
+    asks, rather than refusing the command)."""
+    traceparent = envelope.traceparent if envelope.traceparent and TRACEPARENT.fullmatch(envelope.traceparent) else None
+    return CommandContext(authtype=envelope.authtype or "unauthenticated", authid=envelope.authid,
+                          traceparent=traceparent, tracestate=envelope.tracestate if traceparent else None)

@@ -110,6 +110,13 @@ class RunningSystem:
         await self.send_raw(envelope.model_dump_json().encode(), key or data.get("cluster_name", "x"))
         return envelope.id
 
+    async def send_with(self, type_: str, data: dict, **extensions: str) -> str:
+        """A command with CloudEvents extension attributes (authcontext, trace context)."""
+        envelope = Envelope(type=type_, source="e2e-test", subject=data.get("cluster_name"), data=data,
+                            **extensions)
+        await self.send_raw(envelope.model_dump_json(exclude_none=True).encode(), data["cluster_name"])
+        return envelope.id
+
     async def send_raw(self, value: bytes, key: str = "x", topic: str | None = None) -> None:
         producer: AIOKafkaProducer = new_producer(self.bootstrap_servers)
         await producer.start()

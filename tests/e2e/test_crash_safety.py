@@ -45,10 +45,14 @@ def store_events(settings: Settings) -> list:
 
 
 def outcomes(events, command_ids) -> dict:
-    counts = {cid: {"CommandRejected": 0, "SnapshotCompleted": 0, "SnapshotFailed": 0, "ClusterUnlocked": 0}
-              for cid in command_ids}
+    """Per command id: its outcome events, and apart from them the `command_id_reused`
+    answers to other payloads sent under the same id."""
+    counts = {cid: {"CommandRejected": 0, "SnapshotCompleted": 0, "SnapshotFailed": 0, "ClusterUnlocked": 0,
+                    "command_id_reused": 0} for cid in command_ids}
     for event in events:
         name = type(event).__name__
+        if name == "CommandRejected" and event.code == "command_id_reused":
+            name = "command_id_reused"
         cid = getattr(event, "command_id", None)
         if cid in counts and name in counts[cid]:
             counts[cid][name] += 1
@@ -109,14 +113,15 @@ async def test_after_repeated_sigkills_every_command_has_one_outcome_and_nothing
         await system.send("RegisterCluster", {"cluster_name": name, "driver": "sqlite",
                                               "target": str(system.data_dir / f"{name}.sqlite")})
     position = wait_for_progress(settings, len(CLUSTERS) * 2 - 1)
-    sent, kills = [], {"service": 0, "projection": 0, "broker": 0}
+    sent, reused, kills = [], [], {"service": 0, "projection": 0, "broker": 0}
     for wave in range(WAVES):
         for i in range(PER_WAVE):
             cluster = CLUSTERS[i % len(CLUSTERS)]
             sent.append(await system.send("CreateSnapshotRequested", {
                 "cluster_name": cluster, "snapshot_name": f"w{wave}-s{i}-{uuid.uuid4().hex[:4]}"}))
+        reused.append(sent[-PER_WAVE])  # a client reusing an earlier command id for another payload
         await system.send("CreateSnapshotRequested", {"cluster_name": CLUSTERS[0], "snapshot_name": "dup-x"},
-                          command_id=sent[-PER_WAVE])  # a client retry of an earlier command id
+                          command_id=reused[-1])
         position = wait_for_progress(settings, position + rng.randint(1, 12))
         part = "projection" if wave % 3 == 2 else "service"
         if wave == 3:  # the broker dies too and comes back empty: its events are lost
@@ -137,11 +142,13 @@ async def test_after_repeated_sigkills_every_command_has_one_outcome_and_nothing
     while True:
         events = store_events(settings)
         counts = outcomes(events, sent)
-        if all(settled(c) for c in counts.values()) or time.monotonic() > deadline:
+        answered = all(counts[cid]["command_id_reused"] == 1 for cid in reused)
+        if (answered and all(settled(c) for c in counts.values())) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
     unsettled = {cid: c for cid, c in counts.items() if not settled(c)}
     assert not unsettled, f"commands without exactly one outcome: {unsettled}"
+    assert [counts[cid]["command_id_reused"] for cid in reused] == [1] * WAVES
 
     app = bootstrap.make_application(settings)
     for name in CLUSTERS:

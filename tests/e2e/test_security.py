@@ -107,3 +107,36 @@ async def test_a_target_outside_the_allow_list_or_with_a_password_is_refused_on_
     time.sleep(0.5)
     assert system.get(f"/clusters/{name}").status_code == 404
     assert "s3cret" not in system.log("service")
+
+
+async def test_every_event_of_an_operators_command_names_the_operator_on_the_topic_and_in_history(
+        system, tokens):
+    name = unique("actor")
+    answer = system.request("POST", "/snapshots", token=tokens["operator"],
+                            json={"cluster_name": "dws-e2e", "snapshot_name": name})
+    command_id = answer.json()["command_id"]
+    events = await system.events_of(command_id, "ClusterUnlocked", timeout=60)
+    operator = next(t.name for t in _token_names(system) if t.name.startswith("sec-operator"))
+    assert {(e.authtype, e.authid) for e in events} == {("app_user", operator)}
+    history = system.wait_for_api(f"/snapshots/{name}/history", lambda r: r.status_code == 200 and any(
+        e["type"] == "SnapshotCompleted" for e in r.json()["events"])).json()["events"]
+    assert {(e["actor"]["authtype"], e["actor"]["authid"]) for e in history} == {("app_user", operator)}
+
+
+async def test_a_command_from_the_bus_carries_its_own_actor_and_trace_to_its_events(system):
+    traceparent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    envelope = {"cluster_name": "dws-e2e", "snapshot_name": unique("traced")}
+    command_id = await system.send_with("CreateSnapshotRequested", envelope, traceparent=traceparent,
+                                        tracestate="vendor=1", authtype="service_account", authid="etl-runner")
+    events = await system.events_of(command_id, "ClusterUnlocked", timeout=60)
+    assert {(e.traceparent, e.tracestate, e.authtype, e.authid) for e in events} == {
+        (traceparent, "vendor=1", "service_account", "etl-runner")}
+    anonymous = await system.send("CreateSnapshotRequested", {"cluster_name": "dws-e2e", "snapshot_name": "1bad"})
+    [rejected] = await system.events_of(anonymous, "CommandRejected")
+    assert (rejected.authtype, rejected.authid) == ("unauthenticated", None)
+
+
+def _token_names(system):
+    from services.snapshots import bootstrap
+    from services.snapshots.settings import Settings
+    return bootstrap.make_token_store(Settings(data_dir=system.data_dir)).list()

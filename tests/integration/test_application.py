@@ -2,10 +2,13 @@
 in memory (POPO), a SQLite file, and the local PostgreSQL server."""
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from events.commands import (CreateSnapshotRequested, DeleteSnapshotRequested, RegisterCluster,
                              ReportClusterStatus, RestartClusterRequested, RestoreSnapshotRequested)
 from services.snapshots import bootstrap
+from services.snapshots.application import command_sha256, payload_sha256
+from services.snapshots.domain import CommandRecord, snapshot_id
 from services.snapshots.settings import Settings
 from tests.conftest import postgres_dsn
 
@@ -18,6 +21,32 @@ def stored_types(app) -> list[str]:
 def rejections(app) -> list[str]:
     return [app.mapper.to_domain_event(n).code for n in app.recorder.select_notifications(1, 1000)
             if n.topic.endswith("CommandRejected")]
+
+
+def rejected(app) -> list:
+    return [app.mapper.to_domain_event(n) for n in app.recorder.select_notifications(1, 1000)
+            if n.topic.endswith("CommandRejected")]
+
+
+def store_record_without_hash(app, command_id: str) -> None:
+    """A command record as stored before payloads were hashed: no `payload_sha256` at all."""
+    record = CommandRecord(command_id=command_id, command_type="CreateSnapshotRequested",
+                           cluster_name="dws-prod-1")
+    transcoder, old = app.mapper.transcoder, []
+    for stored in map(app.mapper.to_stored_event, record.collect_events()):
+        state = transcoder.decode(stored.state)
+        del state["payload_sha256"]
+        old.append(StoredEvent(stored.originator_id, stored.originator_version, stored.topic,
+                               transcoder.encode(state)))
+    app.recorder.insert_events(old)
+
+
+def test_the_payload_hash_is_of_the_type_and_the_canonical_json_of_the_data():
+    assert payload_sha256("T", {"b": 1, "a": "é"}) == payload_sha256("T", {"a": "é", "b": 1})
+    assert payload_sha256("T", {"a": 1}) != payload_sha256("U", {"a": 1})
+    command = CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01")
+    sent = {"cluster_name": "dws-prod-1", "snapshot_name": "nightly-01"}
+    assert command_sha256(command) == payload_sha256("CreateSnapshotRequested", sent)
 
 
 class ApplicationScenarios:
@@ -45,6 +74,38 @@ class ApplicationScenarios:
         assert app.handle("c1", command) == "duplicate"
         assert stored_types(app).count("SnapshotStarted") == 1
         assert rejections(app) == []
+
+    def test_a_command_id_reused_with_another_payload_is_refused_once_and_the_first_outcome_stands(self, app):
+        assert app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01")) == "accepted"
+        other = CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-02")
+        assert app.handle("c1", other) == "rejected"
+        assert app.handle("c1", other) == "duplicate"  # a third delivery adds nothing
+        [reuse] = rejected(app)
+        assert (reuse.command_id, reuse.code, reuse.command_type) == ("c1", "command_id_reused", "CreateSnapshotRequested")
+        assert "already used" in reuse.reason
+        assert app.get_snapshot("nightly-01").status == "Creating"
+        assert app.find(snapshot_id("nightly-02")) is None
+        assert stored_types(app).count("SnapshotStarted") == 1
+
+    def test_each_other_payload_under_a_used_id_gets_its_own_single_rejection(self, app):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-nope-9", snapshot_name="nightly-01"))
+        for name in ("nightly-02", "nightly-03", "nightly-02", "nightly-03"):
+            app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name=name))
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-nope-9", snapshot_name="nightly-01"))
+        assert rejections(app) == ["unknown_cluster", "command_id_reused", "command_id_reused"]
+        assert "SnapshotStarted" not in stored_types(app)
+
+    def test_an_invalid_command_reused_with_another_payload_is_refused_once(self, app):
+        first, second = payload_sha256("Bogus", {"a": 1}), payload_sha256("Bogus", {"a": 2})
+        for digest in (first, second, second, first):
+            app.reject_invalid("x1", "Bogus", "dws-prod-1", "unknown_command_type", "unknown", digest)
+        assert rejections(app) == ["unknown_command_type", "command_id_reused"]
+
+    def test_a_record_stored_before_payloads_were_hashed_matches_any_payload(self, app):
+        store_record_without_hash(app, "old-1")
+        before = stored_types(app)
+        assert app.handle("old-1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-09")) == "duplicate"
+        assert stored_types(app) == before
 
     def test_a_duplicate_name_in_other_case_is_rejected_once(self, app):
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="Nightly-01"))

@@ -12,7 +12,7 @@ from services.snapshots.bootstrap import make_workflow
 
 
 class BrokenStore(SnapshotsApplication):
-    def handle(self, command_id, command, attempts=5):
+    def handle(self, command_id, command, *args, **kwargs):
         self.calls = getattr(self, "calls", 0) + 1
         raise ConnectionError("event store unreachable")
 

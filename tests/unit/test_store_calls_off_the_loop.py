@@ -17,10 +17,10 @@ from services.snapshots.bootstrap import make_workflow
 class SlowStore(SnapshotsApplication):
     """An event store whose writes take half a second (a busy disk, a far database)."""
 
-    def handle(self, command_id, command, attempts=5):
+    def handle(self, command_id, command, *args, **kwargs):
         self.thread = threading.current_thread().name
         time.sleep(0.5)
-        return super().handle(command_id, command, attempts)
+        return super().handle(command_id, command, *args, **kwargs)
 
 
 async def test_a_slow_store_write_does_not_stall_the_event_loop():
