@@ -16,6 +16,7 @@ from rich.table import Table
 
 from events.commands import (CreateSnapshotRequested, DeleteSnapshotRequested, RegisterCluster,
                              RestoreSnapshotRequested)
+from events.kafka import KafkaSettingsError
 from events.vocabulary import DriverName
 from services.snapshots import bootstrap, replay as replay_jobs, supervisor
 from services.snapshots.api_client import ApiClient, ApiError
@@ -318,4 +319,8 @@ def token_revoke(name: str) -> None:
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except KafkaSettingsError as error:  # a bad KAFKA_* variable: one line, not a traceback
+        typer.echo(f"snapshotctl: {error}", err=True)
+        sys.exit(2)
