@@ -24,8 +24,9 @@ from services.snapshots.client import EventFollower, follow_command, publish_com
 from services.snapshots.settings import Settings
 from services.snapshots.tokens import TokenError
 
+# Tracebacks never show local variables: one of them may hold os.environ or a password.
 cli = typer.Typer(help="dws-snapshots: the snapshot control plane for warehouse clusters.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 # Piped output is not cut to 80 columns: names and reasons stay whole for grep and scripts.
 console = Console(width=None if sys.stdout.isatty() else 250)
 
