@@ -7,14 +7,13 @@ import time
 import uuid
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from bench.report import Report, percentiles
 from events.codec import command_envelope, encode
 from events.commands import CreateSnapshotRequested, RegisterCluster
 from services.snapshots.client import EventFollower
-from events.kafka import new_producer
-from events.kafka import ensure_topics
+from events.kafka import ensure_topics, new_consumer, new_producer
 from tests.e2e.system import RunningSystem
 
 
@@ -156,7 +155,7 @@ async def raw_kafka(report, bootstrap: str, store: str, workflows: int) -> None:
     sample = encode(command_envelope(CreateSnapshotRequested(cluster_name="bench-000", snapshot_name="t0000-bench-000-9")))
     count, topic = workflows * 6, f"bench.raw.{store}.{uuid.uuid4().hex[:4]}"
     await ensure_topics(bootstrap, 3, [topic])
-    producer, consumer = new_producer(bootstrap), AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    producer, consumer = new_producer(bootstrap), new_consumer(bootstrap, group_id=None)
     await producer.start()
     await consumer.start()
     try:

@@ -96,9 +96,10 @@ def build_projection(settings: Settings) -> ProjectionParts:
 
 def build_api(settings: Settings):
     from events.codec import encode
-    from events.kafka import HEADERS, record_key
+    from events.kafka import HEADERS, record_key, security
     from services.snapshots.api import create_api
 
+    security()  # a bad KAFKA_* variable stops the API at start, not at its first write
     engine, producer = make_view_engine(settings), SharedProducer(settings.kafka_bootstrap_servers)
 
     async def send(envelope) -> None:

@@ -16,14 +16,16 @@ from rich.table import Table
 
 from events.commands import (CreateSnapshotRequested, DeleteSnapshotRequested, RegisterCluster,
                              RestoreSnapshotRequested)
+from events.kafka import KafkaSettingsError
 from events.vocabulary import DriverName
 from services.snapshots import bootstrap, replay as replay_jobs, supervisor
 from services.snapshots.api_client import ApiClient, ApiError
 from services.snapshots.client import EventFollower, follow_command, publish_command
 from services.snapshots.settings import Settings
 
+# Tracebacks never show local variables: one of them may hold os.environ or a password.
 cli = typer.Typer(help="dws-snapshots: the snapshot control plane for warehouse clusters.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 # Piped output is not cut to 80 columns: names and reasons stay whole for grep and scripts.
 console = Console(width=None if sys.stdout.isatty() else 250)
 
@@ -286,4 +288,8 @@ def main() -> None:
     from services.snapshots.cli_tokens import token_cli
 
     cli.add_typer(token_cli, name="token")
-    cli()
+    try:
+        cli()
+    except KafkaSettingsError as error:  # a bad KAFKA_* variable: one line, not a traceback
+        typer.echo(f"snapshotctl: {error}", err=True)
+        sys.exit(2)

@@ -5,12 +5,12 @@ imports only the published language (`events`), nothing of the service's interna
 import asyncio
 from collections.abc import AsyncIterator
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from events.codec import Undecodable, command_envelope, decode, encode
 from events.commands import Command
 from events.envelope import Envelope
-from events.kafka import HEADERS, new_producer, record_key
+from events.kafka import HEADERS, new_consumer, new_producer, record_key
 
 
 async def publish_command(bootstrap_servers: str, topic: str, command: Command,
@@ -32,9 +32,8 @@ class EventFollower:
     delay), from the end as it was at `start()` or from the beginning."""
 
     def __init__(self, bootstrap_servers: str, topic: str, from_beginning: bool = False):
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
-                                          enable_auto_commit=False, auto_offset_reset="earliest",
-                                          fetch_max_wait_ms=50)
+        self._consumer = new_consumer(bootstrap_servers, group_id=None, enable_auto_commit=False,
+                                      auto_offset_reset="earliest", fetch_max_wait_ms=50)
         self._topic = topic
         self._from_beginning = from_beginning
 

@@ -16,7 +16,7 @@ import time
 import uuid
 
 from events.commands import RegisterCluster
-from events.kafka import first_broker
+from events.kafka import PROTOCOL_VARIABLE, KafkaSettingsError, first_broker, security
 from services.snapshots import bootstrap, replay
 from services.snapshots.broker import EmbeddedBroker, die_with_parent, is_listening
 from services.snapshots.client import publish_command
@@ -83,6 +83,13 @@ def _start_broker_if_absent(settings: Settings, children: "Children") -> None:
     if is_listening(settings.kafka_bootstrap_servers):
         log.info("using the Kafka broker at %s", settings.kafka_bootstrap_servers)
         return
+    protocol = security().protocol
+    if protocol != "PLAINTEXT":
+        # The embedded broker authenticates nobody: the parts would fail to log in to it,
+        # and a user who asked for a secured bus must not silently get an open one.
+        raise KafkaSettingsError(
+            f"nothing answers at {settings.kafka_bootstrap_servers}, and the embedded broker "
+            f"speaks only PLAINTEXT ({PROTOCOL_VARIABLE}={protocol}): start your Kafka first")
     host, port = first_broker(settings.kafka_bootstrap_servers)
     children.broker = EmbeddedBroker(host, port, settings.data_dir / "broker.log").start()
     children.record()

@@ -15,7 +15,7 @@ import faust
 import faust.transport.drivers.aiokafka as faust_aiokafka
 
 from events.codec import Undecodable, decode
-from events.kafka import ensure_topics, partition_count, partition_for_key
+from events.kafka import ensure_topics, faust_credentials, partition_count, partition_for_key
 from services.snapshots.bootstrap import ProjectionParts, ServiceParts
 from services.snapshots.settings import Settings
 
@@ -65,6 +65,8 @@ def _faust_app(settings: Settings, app_id: str) -> faust.App:
     datadir.parent.mkdir(parents=True, exist_ok=True)
     return faust.App(
         app_id, broker=f"kafka://{settings.kafka_bootstrap_servers}", store="memory://",
+        # KAFKA_SECURITY_PROTOCOL & co, as for every other client (events.kafka)
+        broker_credentials=faust_credentials(),
         datadir=str(datadir), web_enabled=False,
         topic_partitions=settings.topic_partitions, topic_replication_factor=1,
         producer_acks=-1, producer_enable_idempotence=False,

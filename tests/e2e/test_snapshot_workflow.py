@@ -4,7 +4,7 @@ events read back from the events topic, the snapshot list read from the HTTP API
 import sqlite3
 import uuid
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from events import kafka
 
@@ -88,7 +88,7 @@ async def test_a_driver_error_fails_the_snapshot_with_its_reason_and_unlocks(sys
 async def test_undecodable_messages_go_to_the_dlq_with_the_error_and_the_worker_keeps_going(system):
     marker = unique("garbage").encode()
     await system.send_raw(b"{not json " + marker, key="dws-e2e")
-    consumer = AIOKafkaConsumer(bootstrap_servers=system.bootstrap_servers, group_id=None)
+    consumer = kafka.new_consumer(system.bootstrap_servers, group_id=None)
     await consumer.start()
     try:
         await consumer.topics()
