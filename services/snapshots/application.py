@@ -58,6 +58,12 @@ class SnapshotsApplication(Application):
     """Commands in, aggregates saved; the notification log is the outbox."""
 
     name = "Snapshots"
+    #: Defaults under the environment and the composition root's settings. eventsourcing
+    #: retries a failed PostgreSQL call 10 times, each waiting this long for a connection
+    #: (its default, 30 s, kept a store outage silent for minutes before the intake heard
+    #: of it and logged its pause). Store calls never queue for connections: at most
+    #: `store_threads` run at once, fewer than the pool holds.
+    env = {"POSTGRES_CONNECT_TIMEOUT": "5"}
 
     def __init__(self, env=None, on_saved: Callable[[], None] | None = None,
                  allowed_targets: AllowedTargets | None = None):

@@ -1,8 +1,11 @@
-"""A command whose handling keeps failing is retried a few times, then dead-lettered with
-the error: never dropped, never retried forever."""
+"""A command whose handling keeps failing deterministically (a bug) is retried a few times,
+then answered with one `CommandRejected` `internal_error` and dead-lettered with the
+error: never dropped, never retried forever. The DLQ itself failing is retried."""
 
 import logging
 from pathlib import Path
+
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from events.codec import command_envelope, encode
 from events.commands import RegisterCluster
@@ -10,26 +13,78 @@ from services.snapshots.application import SnapshotsApplication
 from services.snapshots.intake import CommandIntake
 from services.snapshots.bootstrap import make_workflow
 
+POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
-class BrokenStore(SnapshotsApplication):
-    def handle(self, command_id, command, *args, **kwargs):
+
+class BuggyHandling(SnapshotsApplication):
+    """Handling raises a bug; recording a rejection works (a real in-memory store)."""
+
+    def handle(self, command_id, command, attempts=5, payload_sha256=None, context=None):
         self.calls = getattr(self, "calls", 0) + 1
-        raise ConnectionError("event store unreachable")
+        raise KeyError("no such field 'cluster' (password=hunter2)")
+
+    def rejections(self) -> list:
+        return [self.mapper.to_domain_event(n) for n in self.recorder.select_notifications(1, 100)
+                if n.topic.endswith("CommandRejected")]
 
 
-async def test_a_command_that_keeps_failing_goes_to_the_dlq_with_the_error_after_bounded_retries(caplog):
-    app = BrokenStore(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    dead = []
+class DeadLetters:
+    """The DLQ topic as a list; `failures` sends fail first with the given errors."""
 
-    async def dead_letter(value, key, headers):
-        dead.append((value, dict(headers)))
+    def __init__(self, *failures: Exception):
+        self.records, self.failures = [], list(failures)
 
-    intake = CommandIntake(app, make_workflow(app, {}, Path("/unused"), 1), dead_letter,
-                           attempts=3, backoff_seconds=0.01)
-    raw = encode(command_envelope(RegisterCluster(cluster_name="dws-one", driver="sqlite", target="/x"),
-                                  id="cmd-poison"))
+    async def __call__(self, value, key, headers):
+        if self.failures:
+            raise self.failures.pop(0)
+        self.records.append((value, dict(headers)))
+
+
+def intake_for(app, dead: DeadLetters, attempts: int = 3) -> CommandIntake:
+    return CommandIntake(app, make_workflow(app, {}, Path("/unused"), 1), dead,
+                         attempts=attempts, backoff_seconds=0.001)
+
+
+def register(command_id: str = "cmd-poison") -> bytes:
+    command = RegisterCluster(cluster_name="dws-one", driver="sqlite", target="/x")
+    return encode(command_envelope(command, id=command_id))
+
+
+async def test_a_command_that_keeps_failing_is_answered_internal_error_and_dead_lettered(caplog):
+    app, dead, raw = BuggyHandling(env=POPO), DeadLetters(), register()
     with caplog.at_level(logging.ERROR):
-        assert await intake.receive(raw, b"dws-one") == "dead-lettered"
-    assert app.calls == 3 and intake.dead_lettered == 1
-    assert dead == [(raw, {"x-snapshot-error": b"command cmd-poison failed: ConnectionError: event store unreachable"})]
-    assert "cmd-poison" in caplog.text
+        assert await intake_for(app, dead).receive(raw, b"dws-one") == "dead-lettered"
+    assert app.calls == 3
+    error = "command cmd-poison failed: KeyError: \"no such field 'cluster' (password=***)\""
+    assert dead.records == [(raw, {"x-snapshot-error": error.encode()})]
+    [rejection] = app.rejections()
+    assert (rejection.command_id, rejection.code) == ("cmd-poison", "internal_error")
+    assert rejection.reason.startswith("KeyError: ") and "hunter2" not in rejection.reason
+    assert "cmd-poison" in caplog.text and "hunter2" not in caplog.text
+
+
+async def test_a_poison_command_delivered_again_is_dead_lettered_again_but_answered_once():
+    app, dead = BuggyHandling(env=POPO), DeadLetters()
+    intake = intake_for(app, dead)
+    await intake.receive(register(), b"dws-one")
+    assert await intake.receive(register(), b"dws-one") == "dead-lettered"
+    assert len(dead.records) == 2
+    assert [r.code for r in app.rejections()] == ["internal_error"]
+
+
+async def test_a_dlq_send_that_fails_is_retried_until_the_broker_takes_it(caplog):
+    dead = DeadLetters(KafkaConnectionError("no broker"), RuntimeError("producer closed"))
+    app = SnapshotsApplication(env=POPO)
+    with caplog.at_level(logging.WARNING):
+        assert await intake_for(app, dead).receive(b"{not json", b"k") == "dead-lettered"
+    assert [value for value, _ in dead.records] == [b"{not json"]
+    assert caplog.text.count("paused: sending it to the DLQ failed") == 2
+
+
+async def test_a_record_too_large_for_the_dlq_is_sent_cut_with_its_size_not_retried_forever():
+    dead = DeadLetters(MessageSizeTooLargeError("too large"))
+    raw = b"x" * 200_000
+    assert await intake_for(SnapshotsApplication(env=POPO), dead).receive(raw, b"k") == "dead-lettered"
+    [(value, headers)] = dead.records
+    assert raw.startswith(value) and len(value) < len(raw)
+    assert headers["x-snapshot-truncated"] == b"200000" and headers["x-snapshot-error"]

@@ -17,10 +17,10 @@ from services.snapshots.bootstrap import make_workflow
 class SlowStore(SnapshotsApplication):
     """An event store whose writes take half a second (a busy disk, a far database)."""
 
-    def handle(self, command_id, command, *args, **kwargs):
+    def handle(self, command_id, command, attempts=5, payload_sha256=None, context=None):
         self.thread = threading.current_thread().name
         time.sleep(0.5)
-        return super().handle(command_id, command, *args, **kwargs)
+        return super().handle(command_id, command, attempts, payload_sha256, context)
 
 
 async def test_a_slow_store_write_does_not_stall_the_event_loop():
