@@ -17,7 +17,7 @@ from rich.table import Table
 from events.commands import (CreateSnapshotRequested, DeleteSnapshotRequested, RegisterCluster,
                              RestoreSnapshotRequested)
 from events.kafka import KafkaSettingsError
-from events.vocabulary import DriverName
+from events.vocabulary import DriverName, name_key
 from services.snapshots import bootstrap, replay as replay_jobs, supervisor
 from services.snapshots.api_client import ApiClient, ApiError
 from services.snapshots.client import EventFollower, follow_command, publish_command
@@ -212,7 +212,7 @@ def _check_cluster_of(client: ApiClient, snapshot_name: str, cluster: str) -> No
         if error.status != 404:
             raise
         snapshot = {"cluster_name": None}
-    if (snapshot["cluster_name"] or "").lower() != cluster.lower():
+    if name_key(snapshot["cluster_name"] or "") != name_key(cluster):
         raise ApiError(f"rejected (unknown_snapshot): cluster {cluster!r} has no snapshot {snapshot_name!r}")
 
 

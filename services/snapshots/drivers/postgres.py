@@ -40,6 +40,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg import sql
 
+from events.vocabulary import name_key
 from services.snapshots.drivers import postgres_freeze
 from services.snapshots.drivers.base import (CleanupPending, CopyCancelled, DriverError, Progress, SnapshotFiles,
                                              verify_manifest, write_manifest)
@@ -208,7 +209,7 @@ class PostgresDriver:
     def restore(self, directory: Path, source_target: str, new_cluster_name: str,
                 expected_sha256: str | None = None) -> str:
         dump = verify_manifest(directory, expected_sha256)
-        database = new_cluster_name.lower()
+        database = name_key(new_cluster_name)
         target = _with_dbname(source_target, database)
         with self.connect(source_target, autocommit=True) as connection:
             try:

@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 from urllib.request import pathname2url
 
+from events.vocabulary import name_key
 from services.snapshots.drivers.base import (CopyCancelled, DriverError, Progress, SnapshotFiles,
                                              verify_manifest, write_manifest)
 
@@ -137,7 +138,7 @@ class SQLiteDriver:
                 expected_sha256: str | None = None) -> str:
         data_file = verify_manifest(directory, expected_sha256)
         self._clusters_dir.mkdir(parents=True, exist_ok=True)
-        target = self._clusters_dir / f"{new_cluster_name.lower()}.sqlite"
+        target = self._clusters_dir / f"{name_key(new_cluster_name)}.sqlite"
         if target.exists():
             raise DriverError(f"{target} already exists")
         shutil.copyfile(data_file, target)
