@@ -317,13 +317,10 @@ class CommandRecord(CausedByCommand):
         else:
             self.rejection = code
 
-    def matches(self, payload_sha256: str) -> bool:
-        """Whether a payload is this command's own (a record without a hash matches all)."""
-        return self.payload_sha256 is None or self.payload_sha256 == payload_sha256
-
     def has_answered(self, payload_sha256: str) -> bool:
-        """Whether a delivery of this payload under this id needs no new event."""
-        return self.matches(payload_sha256) or payload_sha256 in self.refused_payloads
+        """Whether a delivery of this payload under this id needs no new event: it is the
+        command's own (a record without a hash matches any) or was refused already."""
+        return self.payload_sha256 in (None, payload_sha256) or payload_sha256 in self.refused_payloads
 
     def refuse_reuse(self, cluster_name: str, command_type: str, payload_sha256: str) -> None:
         """Answer another payload under this id once, leaving the first outcome as it is."""

@@ -90,10 +90,15 @@ def create_service_worker(settings: Settings, parts: ServiceParts) -> faust.App:
 
     @app.agent(commands)
     async def handle_snapshot_commands(stream):
+        # One record at a time: `receive` returns only when the command has its outcome
+        # or is in the DLQ, pausing while the event store is away. faust acks a record when
+        # this body is done with it and commits only acked offsets, so a paused command is
+        # neither skipped nor committed: a SIGKILL re-delivers it, and a SIGTERM waits for
+        # it (faust's stream_wait_empty) until the store is back or the process is killed.
         async for record in stream.events():
             try:
                 await parts.intake.receive(record.value, record.key, record.message.partition)
-            except Exception:  # intake retries and dead-letters; this is the last guard (the DLQ itself failing)
+            except Exception:  # the intake never raises; a last guard all the same
                 log.exception("command at %s:%s could not be handled",
                               record.message.partition, record.message.offset)
 

@@ -1,12 +1,14 @@
 """End to end: commands published with aiokafka to the real service processes, status
 events read back from the events topic, the snapshot list read from the HTTP API."""
 
+import asyncio
 import sqlite3
 import uuid
 
 from aiokafka import TopicPartition
 
 from events import kafka
+from services.snapshots.client import EventFollower
 
 SPEC_ORDER = ["ClusterLocked", "SnapshotStarted", "ClusterReadOnly", "SnapshotCompleted", "ClusterUnlocked"]
 
@@ -69,6 +71,36 @@ async def test_a_command_sent_twice_has_one_effect(system):
     history = system.wait_for_api(f"/snapshots/{name}/history",
                                   lambda r: r.status_code == 200 and r.json()["events"][-1]["type"] == "ClusterUnlocked")
     assert [e["type"] for e in history.json()["events"]].count("SnapshotStarted") == 1
+
+
+async def events_before_fence(system, command_id: str, fence: str) -> list:
+    """Every published event of `command_id` up to the rejection of `fence`, a command sent
+    after it on the same partition (so everything before the fence was handled)."""
+    found = []
+    async with EventFollower(system.bootstrap_servers, system.events_topic, True) as follower:
+        async for envelope in follower.events():
+            if envelope.correlationid == fence:
+                return found
+            if envelope.correlationid == command_id:
+                found.append(envelope)
+    return found
+
+
+async def test_a_command_id_reused_with_another_payload_is_refused_once_and_the_first_outcome_stands(system):
+    first, second = unique("first"), unique("second")
+    command_id = await system.send("CreateSnapshotRequested", {"cluster_name": "dws-e2e", "snapshot_name": first})
+    await system.events_of(command_id, "ClusterUnlocked")
+    for _ in range(2):  # the other payload twice: one answer
+        await system.send("CreateSnapshotRequested", {"cluster_name": "dws-e2e", "snapshot_name": second},
+                          command_id=command_id)
+    await system.send("CreateSnapshotRequested", {"cluster_name": "dws-e2e", "snapshot_name": first},
+                      command_id=command_id)  # the first payload again: a silent duplicate
+    fence = await system.send("RestartClusterRequested", {"cluster_name": "dws-none"}, key="dws-e2e")
+    events = await asyncio.wait_for(events_before_fence(system, command_id, fence), 60)
+    assert [e.type for e in events] == SPEC_ORDER + ["CommandRejected"]
+    assert events[-1].data["code"] == "command_id_reused" and events[-1].data["command_id"] == command_id
+    system.wait_for_api(f"/snapshots/{first}", lambda r: r.status_code == 200 and r.json()["status"] == "Available")
+    assert system.get(f"/snapshots/{second}").status_code == 404
 
 
 async def test_a_driver_error_fails_the_snapshot_with_its_reason_and_unlocks(system):
