@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from events.codec import CommandInvalid, Undecodable, decode, parse_command
 from events.envelope import Envelope
 from events.kafka import DLQ_ERROR_HEADER
+from services.snapshots import logs, metrics
 from services.snapshots.application import Outcome, SnapshotsApplication
 from services.snapshots.threads import ThreadPool
 from services.snapshots.workflow import SnapshotWorkflow
@@ -43,7 +44,15 @@ class CommandIntake:
             envelope = decode(value)
         except Undecodable as error:
             log.warning("undecodable command: %s", error)
-            return await self._send_to_dlq(value, key, str(error))
+            metrics.command_handled("", Outcome.DEAD_LETTERED)
+            return await self._send_to_dlq(value, key, str(error), "undecodable")
+        with logs.bound(**command_fields(envelope)):  # every line about it, the workflow's too
+            outcome = await self._receive(envelope, value, key, partition)
+        metrics.command_handled(envelope.type, outcome)
+        return outcome
+
+    async def _receive(self, envelope: Envelope, value: bytes | None, key: bytes | None,
+                       partition: int | None) -> Outcome:
         for attempt in range(self._attempts):
             try:
                 return await self._handle(envelope, partition)
@@ -54,7 +63,7 @@ class CommandIntake:
                 await asyncio.sleep(self._backoff * 2 ** attempt)
         log.error("command %s (%s) dead-lettered after %d attempts: %s",
                   envelope.id, envelope.type, self._attempts, failure)
-        return await self._send_to_dlq(value, key, f"command {envelope.id} failed: {failure}")
+        return await self._send_to_dlq(value, key, f"command {envelope.id} failed: {failure}", "failed")
 
     async def _handle(self, envelope: Envelope, partition: int | None) -> Outcome:
         cluster_name = str(envelope.data.get("cluster_name") or envelope.subject or "")[:256]
@@ -70,8 +79,22 @@ class CommandIntake:
             self._workflow.on_accepted(command, partition)
         return outcome
 
-    async def _send_to_dlq(self, value: bytes | None, key: bytes | None, error: str) -> Outcome:
+    async def _send_to_dlq(self, value: bytes | None, key: bytes | None, error: str,
+                           reason: str) -> Outcome:
         self.dead_lettered += 1
+        metrics.DEAD_LETTERED.labels(reason).inc()
         log.warning("poison message #%d sent to the DLQ: %s", self.dead_lettered, error)
         await self._dead_letter(value or b"", key, [(DLQ_ERROR_HEADER, error.encode("utf-8"))])
         return Outcome.DEAD_LETTERED
+
+
+def command_fields(envelope: Envelope) -> dict:
+    """What log lines about a command carry (logs.py); its events are correlated by its id."""
+    data = envelope.data
+    return {"command_id": envelope.id, "correlation_id": envelope.correlationid or envelope.id,
+            "cluster": _short(data.get("cluster_name") or envelope.subject),
+            "snapshot": _short(data.get("snapshot_name"))}
+
+
+def _short(value) -> str | None:
+    return None if value is None else str(value)[:256]  # a hostile command's field may be huge

@@ -18,7 +18,6 @@ from events.commands import COMMAND_TYPES
 from events.vocabulary import RejectionCode
 from services.snapshots import views
 from services.snapshots.api import create_api
-from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.targets import AllowedTargets
 from services.snapshots.tokens import TokenStore
 from services.snapshots.application import SnapshotsApplication
@@ -123,13 +122,14 @@ class FuzzedApi:
         async def send(envelope):
             self.sent.append(envelope)
 
-        self.client = TestClient(create_api(engine, SetAsideLog(engine), tokens, send,
+        self.client = TestClient(create_api(engine, tokens, send,
                                             AllowedTargets.default(base)), raise_server_exceptions=False)
         tokens.revoke("fuzz")
         self.headers = {"Authorization": "Bearer " + tokens.create("fuzz", "admin")}
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,  # each example builds an API: no timing verdict
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(["/snapshots/", "/snapshots/{}/history", "/clusters/", "/commands/"]),
        name=TEXT.filter(lambda t: t not in ("", ".", "..") and len(t) < 1000),
        params=st.dictionaries(st.sampled_from(["cluster", "status", "limit", "offset"]), TEXT, max_size=4))
@@ -148,7 +148,8 @@ BODIES = st.one_of(st.dictionaries(st.sampled_from(["cluster_name", "snapshot_na
                    st.lists(TEXT, max_size=3), TEXT)
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,  # each example builds an API: no timing verdict
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(method_path=st.sampled_from([("POST", "/snapshots"), ("POST", "/clusters"),
                                     ("POST", "/snapshots/x-{}/restore"), ("DELETE", "/snapshots/x-{}")]),
        name=st.text(max_size=40).map(lambda t: quote(t, safe="")), body=BODIES,
