@@ -16,6 +16,7 @@ import json
 import logging
 import logging.config
 import sys
+import threading
 from datetime import datetime, timezone
 
 #: The fields a line may carry beside its message, in the order they are written.
@@ -118,6 +119,18 @@ def configure(log_format: str, part: str) -> None:
     _active = (log_format, part)
     logging.config.dictConfig(dict_config(log_format, part))
     logging.captureWarnings(True)  # warnings become lines of the same format
+    # An exception nothing caught, in a thread or the main one: a line too, not raw text.
+    threading.excepthook = _log_thread_exception
+    sys.excepthook = lambda kind, value, trace: logging.getLogger("main").critical(
+        "uncaught exception", exc_info=(kind, value, trace))
+
+
+def _log_thread_exception(hook) -> None:
+    if issubclass(hook.exc_type, SystemExit):
+        return  # as the default hook: a thread ending itself is no error
+    logging.getLogger("threading").error(
+        "uncaught exception in thread %s", hook.thread.name if hook.thread else "?",
+        exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback))
 
 
 def active_config() -> dict | None:
