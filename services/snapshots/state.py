@@ -125,14 +125,15 @@ class StateCollector:
                                       labels=["status"])
         for status, count in clusters_by_status(self._views).items():
             by_status.add_metric([str(status)], count)
-        frozen = GaugeMetricFamily("dws_snapshots_frozen_since_timestamp_seconds", "Clusters "
-                                   "locked for a snapshot now: when they were locked",
-                                   labels=["cluster"])
-        for name, moment in locked_since(self._views):
-            frozen.add_metric([name], epoch_seconds(moment))
-        success = GaugeMetricFamily("dws_snapshots_last_success_timestamp_seconds", "When each "
-                                    "cluster's last successful snapshot completed",
-                                    labels=["cluster"])
-        for name, moment in last_successes(self._views):
-            success.add_metric([name], epoch_seconds(moment))
-        return iter((by_status, frozen, success))
+        return iter((by_status,
+                     _by_cluster("dws_snapshots_frozen_since_timestamp_seconds", "Clusters locked "
+                                 "for a snapshot now: when they were locked", locked_since(self._views)),
+                     _by_cluster("dws_snapshots_last_success_timestamp_seconds", "When each "
+                                 "cluster's last successful snapshot completed", last_successes(self._views))))
+
+
+def _by_cluster(name: str, documentation: str, moments: list[tuple[str, datetime]]) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation, labels=["cluster"])
+    for cluster, moment in moments:
+        gauge.add_metric([cluster], epoch_seconds(moment))
+    return gauge

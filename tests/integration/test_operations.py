@@ -2,6 +2,8 @@
 API app (in this process) over real stores (SQLite and PostgreSQL) and the real broker, with
 the relay and the projection run by hand so that every lag is known."""
 
+from datetime import datetime
+
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,7 +25,6 @@ def scrape(api: TestClient) -> dict:
 
 def event_time(settings: Settings, snapshot: str, event_type: str) -> float:
     """The time the views' history shows for a snapshot's event, as a Unix time."""
-    from datetime import datetime
     [event] = [e for e in snapshot_history(bootstrap.make_view_engine(settings), snapshot)
                if e["type"] == event_type]
     return datetime.fromisoformat(event["time"]).timestamp()
