@@ -11,7 +11,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
@@ -235,3 +235,14 @@ async def partition_count(bootstrap_servers: str, topic: str) -> int:
         return len(partitions)
     finally:
         await consumer.stop()
+
+
+async def broker_answers(bootstrap_servers: str, timeout_seconds: float) -> None:
+    """A metadata request to the broker, on a connection of its own; raises if no answer
+    (the API's /health)."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers,
+                            request_timeout_ms=int(timeout_seconds * 1000), **client_options())
+    try:
+        await client.bootstrap()
+    finally:
+        await client.close()

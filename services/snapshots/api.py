@@ -1,24 +1,24 @@
 """The HTTP API (SPEC.md, "HTTP query API" and v2 "HTTP"): queries served from the views,
-writes published as commands (`write_api.py`). Every endpoint but `/health` and
-`/health/live` needs `Authorization: Bearer <token>` (`auth.py`; 401/403 `{code, reason}`).
+writes published as commands (`write_api.py`). Every endpoint but `/health`, `/health/live`
+and `/metrics` needs `Authorization: Bearer <token>` (`auth.py`; 401/403 `{code, reason}`).
 Run with `snapshotctl api` (or `snapshotctl up`)."""
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 from events.vocabulary import ClusterStatus, RejectionCode, SnapshotStatus
 from services.snapshots import auth, views
-from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.targets import AllowedTargets
 from services.snapshots.tokens import Role, TokenStore
 from services.snapshots.write_api import Refused, command_routes
 
 
-def create_api(engine: Engine, set_aside: SetAsideLog, tokens: TokenStore, send,
-               allowed: AllowedTargets) -> FastAPI:
-    """`send(envelope)`: the async callable that publishes a command (see bootstrap)."""
+def create_api(engine: Engine, tokens: TokenStore, send, allowed: AllowedTargets, *,
+               operations: APIRouter | None = None) -> FastAPI:
+    """`send(envelope)`: the async callable that publishes a command (see bootstrap);
+    `operations`: `/health` and `/metrics` (`health.py`), open to all."""
     api = FastAPI(title="dws-snapshots", version="2")
     auth.install(api, tokens)
     api.add_exception_handler(Refused, _refused)
@@ -28,12 +28,6 @@ def create_api(engine: Engine, set_aside: SetAsideLog, tokens: TokenStore, send,
     @api.get("/health/live")
     def live() -> dict:
         return {"status": "ok"}
-
-    @api.get("/health")
-    def health() -> dict:
-        views.list_clusters(engine)  # proves the view database answers
-        return {"status": "ok",
-                "set_aside": {"count": set_aside.count(), "latest": set_aside.latest(5)}}
 
     @api.get("/snapshots", dependencies=viewer)
     def list_snapshots(cluster: str | None = Query(None, max_length=256),
@@ -63,6 +57,8 @@ def create_api(engine: Engine, set_aside: SetAsideLog, tokens: TokenStore, send,
         return _found(views.get_cluster(engine, name), f"cluster {name!r} not found")
 
     api.include_router(command_routes(engine, send, allowed))
+    if operations is not None:
+        api.include_router(operations)
     return api
 
 

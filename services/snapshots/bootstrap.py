@@ -6,6 +6,7 @@ jobs only run what these functions return. Nothing connects at import time.
     build_projection(settings)  -> ProjectionParts (`snapshotctl projection`)
     build_api(settings)         -> FastAPI        (`snapshotctl api`)
     build_replay(settings)      -> ReplayParts    (`snapshotctl replay`)
+    prepare_process(settings, part)                (logs and metrics of each part's process)
     service_worker / projection_worker(settings) -> the faust apps around those parts"""
 
 import logging
@@ -106,8 +107,30 @@ def build_api(settings: Settings):
         await producer.send_and_wait(settings.commands_topic, encode(envelope),
                                      record_key(envelope.subject), HEADERS)
 
-    return create_api(engine, SetAsideLog(engine), make_token_store(settings), send,
-                      allowed_targets(settings))
+    return create_api(engine, make_token_store(settings), send, allowed_targets(settings),
+                      operations=operation_routes(settings, engine, SetAsideLog(engine)))
+
+
+def operation_routes(settings: Settings, engine: Engine, set_aside: SetAsideLog):
+    """`/health` and `/metrics`: the store (opened on first use), the views, the broker."""
+    from services.snapshots import health, metrics
+    from services.snapshots.state import StateCollector, StorePositions
+
+    store = StorePositions(partial(make_application, settings))
+    check = health.HealthCheck(store, engine, set_aside, settings.kafka_bootstrap_servers,
+                               health.Limits(settings.health_max_lag_events,
+                                             settings.health_timeout_seconds))
+    return health.operation_routes(check, metrics.scrape_registry(
+        StateCollector(store, engine, settings.snapshot_timeout_seconds)))
+
+
+def prepare_process(settings: Settings, part: str) -> None:
+    """Logging and metrics of one part's process, before it builds anything: the log
+    format, and counting into the metrics directory shared with the API."""
+    from services.snapshots import logs, metrics
+
+    logs.configure(settings.log_format, part)
+    metrics.configure(settings.metrics_directory, part)
 
 
 def make_token_store(settings: Settings) -> TokenStore:

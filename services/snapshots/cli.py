@@ -50,6 +50,7 @@ def service() -> None:
     from services.snapshots.worker import run
 
     settings = Settings()
+    bootstrap.prepare_process(settings, "service")
     run(bootstrap.service_worker(settings), settings)
 
 
@@ -59,6 +60,7 @@ def projection() -> None:
     from services.snapshots.worker import run
 
     settings = Settings()
+    bootstrap.prepare_process(settings, "projection")
     run(bootstrap.projection_worker(settings), settings)
 
 
@@ -68,8 +70,9 @@ def api() -> None:
     import uvicorn
 
     settings = Settings()
+    bootstrap.prepare_process(settings, "api")
     uvicorn.run(bootstrap.build_api(settings), host=settings.http_host,
-                port=settings.http_port, log_level="warning")
+                port=settings.http_port, log_level="warning", log_config=None)  # ours: logs.py
 
 
 VIA = typer.Option("http", "--via", help="http (the API, with your token; the default) or kafka "

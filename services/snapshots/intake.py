@@ -34,6 +34,7 @@ from events.codec import CommandInvalid, Undecodable, decode, parse_command
 from events.envelope import Envelope
 from events.kafka import DLQ_ERROR_HEADER
 from events.vocabulary import RejectionCode
+from services.snapshots import logs, metrics
 from services.snapshots.application import Outcome, SnapshotsApplication, payload_sha256
 from services.snapshots.domain import CommandContext
 from services.snapshots.threads import ThreadPool
@@ -133,7 +134,15 @@ class CommandIntake:
             envelope = decode(value)
         except Undecodable as error:
             log.warning("undecodable command: %s", error)
-            return await self._send_to_dlq(value, key, str(error), "(undecodable)")
+            metrics.command_handled("", Outcome.DEAD_LETTERED)
+            return await self._send_to_dlq(value, key, str(error), "(undecodable)", "undecodable")
+        with logs.bound(**command_fields(envelope)):  # every line about it, the workflow's too
+            outcome = await self._receive(envelope, value, key, partition)
+        metrics.command_handled(envelope.type, outcome)
+        return outcome
+
+    async def _receive(self, envelope: Envelope, value: bytes | None, key: bytes | None,
+                       partition: int | None) -> Outcome:
         digest = payload_sha256(envelope.type, envelope.data)
         try:
             return await self._process(envelope, digest, partition)
@@ -183,10 +192,13 @@ class CommandIntake:
                 RejectionCode.INTERNAL_ERROR, failure, digest, command_context(envelope)))
         except Exception as error:  # noqa: BLE001 - the DLQ still gets the command
             log.error("command %s: its internal_error could not be recorded: %s", envelope.id, describe(error))
-        return await self._send_to_dlq(value, key, f"command {envelope.id} failed: {failure}", envelope.id)
+        return await self._send_to_dlq(value, key, f"command {envelope.id} failed: {failure}", envelope.id,
+                                       "failed")
 
-    async def _send_to_dlq(self, value: bytes | None, key: bytes | None, error: str, label: str) -> Outcome:
+    async def _send_to_dlq(self, value: bytes | None, key: bytes | None, error: str, label: str,
+                           reason: str) -> Outcome:
         self.dead_lettered += 1
+        metrics.DEAD_LETTERED.labels(reason).inc()
         log.warning("poison message #%d sent to the DLQ: %s", self.dead_lettered, error)
         headers = [(DLQ_ERROR_HEADER, error.encode("utf-8"))]
         try:
@@ -233,3 +245,15 @@ def command_context(envelope: Envelope) -> CommandContext:
     return CommandContext(authtype=envelope.authtype or "unauthenticated", authid=envelope.authid,
                           traceparent=envelope.traceparent if valid else None,
                           tracestate=envelope.tracestate if valid else None)
+
+
+def command_fields(envelope: Envelope) -> dict:
+    """What log lines about a command carry (logs.py); its events are correlated by its id."""
+    data = envelope.data
+    return {"command_id": envelope.id, "correlation_id": envelope.correlationid or envelope.id,
+            "cluster": _short(data.get("cluster_name") or envelope.subject),
+            "snapshot": _short(data.get("snapshot_name"))}
+
+
+def _short(value) -> str | None:
+    return None if value is None else str(value)[:256]  # a hostile command's field may be huge

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 from events.codec import parse_event
 from events.envelope import Envelope
 from events.vocabulary import SnapshotStatus, name_key
+from services.snapshots import logs
 from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.views import LIVE, ViewTables, create_tables
 
@@ -73,6 +74,9 @@ class Projection:
                 applied += self.apply_batch(envelopes, position, last)
             except PositionMoved:
                 continue
+            # One line a batch, naming its commands: a grep of a command id finds it.
+            log.info("applied %d events (positions %d-%d) to the views", len(envelopes),
+                     position + 1, last, extra=logs.batch_fields(envelopes))
 
     def apply_batch(self, envelopes: list[Envelope], after: int, up_to: int) -> int:
         """Apply store events that follow position `after`, and move it to `up_to`."""

@@ -18,6 +18,7 @@ from eventsourcing.persistence import Notification, Tracking
 from events.codec import encode
 from events.envelope import Envelope
 from events.kafka import HEADERS, new_producer, record_key
+from services.snapshots import logs
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.lease import Lease, SoleLease
 from services.snapshots.domain import command_record_id
@@ -60,6 +61,9 @@ class Relay:
         envelopes = await self._store.run(self.translate, batch)
         await publish(await self._producer.get(), self._topic, envelopes)
         await self._store.run(self._tracking.insert_tracking, Tracking(self.tracking_name, batch[-1].id))
+        # One line a batch, naming its commands: a grep of a command id finds it.
+        log.info("relayed %d events (positions %d-%d) to %s", len(envelopes), batch[0].id,
+                 batch[-1].id, self._topic, extra=logs.batch_fields(envelopes))
         return len(batch)
 
     def translate(self, batch: Iterable[Notification]) -> list[Envelope]:

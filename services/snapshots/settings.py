@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     up_stop_grace_seconds: float = Field(15.0, ge=0)
     #: bench/ only: every driver is replaced by one that copies nothing (see drivers/benchmark.py).
     benchmark_driver: bool = False
+    #: Log lines: `json` (one object a line), `text`, or `auto` (JSON unless on a terminal).
+    log_format: str = Field("auto", pattern="^(auto|json|text)$")
+    #: Where every part writes its metrics for the API's /metrics (shared by all parts);
+    #: unset: `<data dir>/metrics`.
+    metrics_dir: Path | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
+    #: /health fails when the relay or the projection is more events than this behind the store.
+    health_max_lag_events: int = Field(1000, ge=0)
+    #: How long /health waits for the store, the views and the broker, each.
+    health_timeout_seconds: float = Field(2.0, gt=0)
 
     @property
     def event_store_path(self) -> Path:
@@ -78,6 +87,10 @@ class Settings(BaseSettings):
     @property
     def snapshot_repository(self) -> Path:
         return self.data_dir / "snapshots"
+
+    @property
+    def metrics_directory(self) -> Path:
+        return self.metrics_dir or self.data_dir / "metrics"
 
     @property
     def clusters_dir(self) -> Path:

@@ -17,7 +17,7 @@ import uuid
 
 from events.commands import RegisterCluster
 from events.kafka import PROTOCOL_VARIABLE, KafkaSettingsError, first_broker, security
-from services.snapshots import bootstrap, replay
+from services.snapshots import bootstrap, logs, metrics, replay
 from services.snapshots.broker import EmbeddedBroker, die_with_parent, is_listening
 from services.snapshots.client import publish_command
 from services.snapshots.demo import DEMO_CLUSTER, ensure_demo_warehouse
@@ -33,9 +33,12 @@ DEMO_REGISTRATION_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:dws-snapshots:reg
 def up(settings: Settings) -> int:
     """Run until Ctrl-C/SIGTERM/SIGHUP (0). Raises AlreadyRunning if another `up` has the
     data directory."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s snapshotctl: %(message)s")
+    logs.configure(settings.log_format, "up")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     claim(settings.data_dir, settings.up_stop_grace_seconds)
+    # Only once the data directory is ours: the parts inherit the directory, emptied of
+    # what an earlier `up` counted.
+    metrics.configure(settings.metrics_directory, "up", empty=True)
     stopping = _stop_on_signals()
     children = Children(settings)
     try:

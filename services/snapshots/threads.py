@@ -6,6 +6,7 @@ pool of their own, apart from asyncio's default pool (which the snapshot copies 
 that long copies never queue a store call and store calls never stall the loop."""
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,9 @@ class ThreadPool:
 
     async def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
         call = functools.partial(fn, *args, **kwargs) if kwargs else functools.partial(fn, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        # In the caller's context, as asyncio.to_thread does: log lines keep its command.
+        in_context = functools.partial(contextvars.copy_context().run, call)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, in_context)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -16,6 +16,7 @@ import faust.transport.drivers.aiokafka as faust_aiokafka
 
 from events.codec import Undecodable, decode
 from events.kafka import ensure_topics, faust_credentials, partition_count, partition_for_key
+from services.snapshots import logs
 from services.snapshots.bootstrap import ProjectionParts, ServiceParts
 from services.snapshots.settings import Settings
 
@@ -174,5 +175,6 @@ async def prepare_topics(settings: Settings) -> None:
 def run(app: faust.App, settings: Settings, loglevel: str = "info") -> None:
     """Run a worker until SIGINT/SIGTERM; faust's Worker stops it cleanly."""
     asyncio.run(prepare_topics(settings))
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    # faust replaces the logging configuration when it starts: hand it ours (logs.py).
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, logging_config=logs.active_config())
     worker.execute_from_commandline()

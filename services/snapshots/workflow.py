@@ -24,6 +24,7 @@ import asyncio
 import logging
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,7 @@ from eventsourcing.persistence import IntegrityError
 
 from events import commands as c
 from events.vocabulary import SnapshotStatus, name_key
+from services.snapshots import logs, metrics
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.drivers import DriverError
 from services.snapshots.freezing import Freezer
@@ -119,31 +121,43 @@ class SnapshotWorkflow:
         self.freezer.jobs.retry_until_done(f"delete:{directory}", delete)
 
     async def run(self, cluster_name: str) -> None:
-        try:
-            await self._run(cluster_name)
-        except IntegrityError:  # another worker recorded this step first: it owns the workflow now
-            log.info("workflow of %s was advanced by another worker", cluster_name)
-
-    async def _run(self, cluster_name: str) -> None:
         cluster = await self._store.run(self._app.get_cluster, cluster_name)
         if not cluster.is_creating_snapshot:
             return
-        snapshot_name, attempt = cluster.snapshot_name, uuid.uuid4().hex[:12]
+        started, result = time.monotonic(), "error"
+        with logs.bound(cluster=cluster.cluster_name, snapshot=cluster.snapshot_name):
+            try:
+                result = await self._run(cluster)
+            except IntegrityError:  # another worker recorded this step first: it owns the workflow now
+                result = "stale"
+            except asyncio.CancelledError:  # its partition was revoked: the new owner resumes it
+                result = "cancelled"
+                raise
+            finally:
+                seconds = time.monotonic() - started
+                metrics.WORKFLOW_SECONDS.labels(cluster.driver, result).observe(seconds)
+                log.info("snapshot %s of %s: %s after %.3f s", cluster.snapshot_name,
+                         cluster.cluster_name, result, seconds)
+
+    async def _run(self, cluster) -> str:
+        """The workflow of the snapshot the cluster is locked for; returns how it ended."""
+        cluster_name, snapshot_name, attempt = cluster.cluster_name, cluster.snapshot_name, uuid.uuid4().hex[:12]
         try:
             driver = self.freezer.driver(cluster.driver)
         except DriverError as error:  # nothing was frozen: record the failure at once
             await self._store.run(self._app.fail_snapshot, cluster_name, snapshot_name, str(error))
-            return
-        frozen, cancel = None, threading.Event()
+            return "failed"
+        frozen, frozen_at, cancel = None, None, threading.Event()
         try:
             frozen = await self.freezer.freeze(driver, cluster.target)
+            frozen_at = time.monotonic()
             if not cluster.read_only:
                 await self._store.run(self._app.make_read_only, cluster_name, snapshot_name)
             directory = self.directory_of(cluster_name, snapshot_name, attempt)
             outcome = await self.freezer.copy(frozen, directory, cancel)
         except (asyncio.CancelledError, IntegrityError):
             cancel.set()
-            await asyncio.shield(self.freezer.release(driver, cluster.target, frozen))
+            await self._release(driver, cluster.target, frozen, frozen_at)
             raise
         except Exception as error:  # noqa: BLE001 - any failure must still unlock the cluster
             outcome = _reason(error)
@@ -154,15 +168,21 @@ class SnapshotWorkflow:
                         snapshot_name, cluster_name)
             await asyncio.shield(self.freezer.abandon(frozen))
             self.delete_files(cluster_name, snapshot_name, attempt)
-            return
-        await asyncio.shield(self.freezer.release(driver, cluster.target, frozen))
-        await self._record(cluster_name, snapshot_name, attempt, outcome)
+            return "stale"
+        await self._release(driver, cluster.target, frozen, frozen_at)
+        return await self._record(cluster_name, snapshot_name, attempt, outcome)
 
-    async def _record(self, cluster_name: str, snapshot_name: str, attempt: str, outcome) -> None:
+    async def _release(self, driver, target: str, frozen, frozen_at: float | None) -> None:
+        """Release (retried until done), then count how long the cluster refused writes."""
+        await asyncio.shield(self.freezer.release(driver, target, frozen))
+        if frozen_at is not None:
+            metrics.READ_ONLY_SECONDS.labels(driver.name).observe(time.monotonic() - frozen_at)
+
+    async def _record(self, cluster_name: str, snapshot_name: str, attempt: str, outcome) -> str:
         if isinstance(outcome, str):
-            await self._store.run(self._app.fail_snapshot, cluster_name, snapshot_name, outcome)
+            failed = await self._store.run(self._app.fail_snapshot, cluster_name, snapshot_name, outcome)
             self.delete_files(cluster_name, snapshot_name, attempt)
-            return
+            return "failed" if failed else "stale"
         recorded = False
         try:
             recorded = await self._store.run(self._app.complete_snapshot, cluster_name, snapshot_name,
@@ -171,6 +191,7 @@ class SnapshotWorkflow:
             if not recorded:  # a stale attempt: its files are nobody's snapshot
                 log.info("attempt %s of snapshot %s was not recorded; removing its files", attempt, snapshot_name)
                 self.delete_files(cluster_name, snapshot_name, attempt)
+        return "completed" if recorded else "stale"
 
     async def restore(self, snapshot_name: str) -> None:
         snapshot = await self._store.run(self._app.get_snapshot, snapshot_name)

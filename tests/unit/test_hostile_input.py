@@ -18,7 +18,6 @@ from events.commands import COMMAND_TYPES
 from events.vocabulary import RejectionCode
 from services.snapshots import views
 from services.snapshots.api import create_api
-from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.targets import AllowedTargets
 from services.snapshots.tokens import TokenStore
 from services.snapshots.application import SnapshotsApplication
@@ -124,7 +123,7 @@ class FuzzedApi:
         async def send(envelope):
             self.sent.append(envelope)
 
-        self.client = TestClient(create_api(engine, SetAsideLog(engine), tokens, send,
+        self.client = TestClient(create_api(engine, tokens, send,
                                             AllowedTargets.default(base)), raise_server_exceptions=False)
         tokens.revoke("fuzz")
         self.headers = {"Authorization": "Bearer " + tokens.create("fuzz", "admin")}
