@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 from events.vocabulary import ClusterStatus, RejectionCode, SnapshotStatus
-from services.snapshots import auth, views
+from services.snapshots import auth, console, views
+from services.snapshots.live import LiveUpdates
 from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.targets import AllowedTargets
 from services.snapshots.tokens import Role, TokenStore
@@ -17,8 +18,9 @@ from services.snapshots.write_api import Refused, command_routes
 
 
 def create_api(engine: Engine, set_aside: SetAsideLog, tokens: TokenStore, send,
-               allowed: AllowedTargets) -> FastAPI:
-    """`send(envelope)`: the async callable that publishes a command (see bootstrap)."""
+               allowed: AllowedTargets, live: LiveUpdates | None = None) -> FastAPI:
+    """`send(envelope)`: the async callable that publishes a command (see bootstrap);
+    `live`: the console's live updates (none: its pages are not updated live)."""
     api = FastAPI(title="dws-snapshots", version="2")
     auth.install(api, tokens)
     api.add_exception_handler(Refused, _refused)
@@ -63,6 +65,7 @@ def create_api(engine: Engine, set_aside: SetAsideLog, tokens: TokenStore, send,
         return _found(views.get_cluster(engine, name), f"cluster {name!r} not found")
 
     api.include_router(command_routes(engine, send, allowed))
+    console.install(api, engine, tokens, live)  # the console at `/` (console.py)
     return api
 
 

@@ -106,7 +106,15 @@ def build_api(settings: Settings):
                                      record_key(envelope.subject), HEADERS)
 
     return create_api(engine, SetAsideLog(engine), make_token_store(settings), send,
-                      allowed_targets(settings))
+                      allowed_targets(settings), make_live_updates(settings, engine))
+
+
+def make_live_updates(settings: Settings, engine: Engine):
+    """The console's live updates: the API process follows the events topic itself."""
+    from services.snapshots.client import EventFollower
+    from services.snapshots.live import LiveUpdates
+
+    return LiveUpdates(engine, lambda: EventFollower(settings.kafka_bootstrap_servers, settings.events_topic))
 
 
 def make_token_store(settings: Settings) -> TokenStore:

@@ -66,8 +66,9 @@ def api() -> None:
     import uvicorn
 
     settings = Settings()
+    # The console's event streams never end by themselves: on SIGTERM they get 2 s.
     uvicorn.run(bootstrap.build_api(settings), host=settings.http_host,
-                port=settings.http_port, log_level="warning")
+                port=settings.http_port, log_level="warning", timeout_graceful_shutdown=2)
 
 
 VIA = typer.Option("http", "--via", help="http (the API, with your token; the default) or kafka "
