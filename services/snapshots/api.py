@@ -18,9 +18,9 @@ from services.snapshots.write_api import Refused, command_routes
 
 
 def create_api(engine: Engine, set_aside: SetAsideLog, tokens: TokenStore, send,
-               allowed: AllowedTargets, live: LiveUpdates | None = None) -> FastAPI:
+               allowed: AllowedTargets, live_updates: LiveUpdates | None = None) -> FastAPI:
     """`send(envelope)`: the async callable that publishes a command (see bootstrap);
-    `live`: the console's live updates (none: its pages are not updated live)."""
+    `live_updates`: the console's live updates (none: pages are not updated live)."""
     api = FastAPI(title="dws-snapshots", version="2")
     auth.install(api, tokens)
     api.add_exception_handler(Refused, _refused)
@@ -65,7 +65,7 @@ def create_api(engine: Engine, set_aside: SetAsideLog, tokens: TokenStore, send,
         return _found(views.get_cluster(engine, name), f"cluster {name!r} not found")
 
     api.include_router(command_routes(engine, send, allowed))
-    console.install(api, engine, tokens, live)  # the console at `/` (console.py)
+    console.install(api, engine, tokens, live_updates)  # the console at `/` (console.py)
     return api
 
 

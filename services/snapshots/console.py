@@ -36,7 +36,7 @@ from services.snapshots.write_api import Refused
 ASSETS = Path(__file__).with_name("console_assets")
 ASSET_TYPES = {"console.css": "text/css", "common.js": "text/javascript", "login.js": "text/javascript",
                "snapshots.js": "text/javascript", "snapshot_dialogs.js": "text/javascript",
-               "clusters.js": "text/javascript"}
+               "clusters.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
                                "img-src 'self'; connect-src 'self'; base-uri 'none'; "
@@ -75,9 +75,8 @@ def console_routes(sessions: SessionStore, tokens: TokenStore, live: LiveUpdates
             return RedirectResponse("/", 303)
         return _html(_render("login.html", notice=escape(NOTICES.get(notice, ""))))
 
-    @router.post("/console/session", status_code=204)
+    @router.post("/console/session", status_code=204, dependencies=[Depends(_same_origin_json)])
     def log_in(body: Login, request: Request, response: Response) -> None:
-        _same_origin_json(request)
         if tokens.authenticate(body.token) is None:
             raise Refused(401, "unauthenticated", "This access token is unknown or has been revoked.")
         response.set_cookie(COOKIE, sessions.create(body.token), max_age=int(LIFETIME.total_seconds()),
