@@ -47,6 +47,7 @@
   function render({ snapshots, count }) {
     shown.clear();
     rows.replaceChildren(...snapshots.map(newRow));
+    snapshots.forEach((s) => fillNote(shown.get(s.name.toLowerCase()), s));
     $("no-snapshots").hidden = snapshots.length > 0;
     const first = count ? (state.page - 1) * state.size + 1 : 0;
     const last = Math.min(count, state.page * state.size);
@@ -76,12 +77,22 @@
   function statusCell(s) {
     const cell = DWS.el("td", {}, DWS.el("span", { class: `status status-${s.status.toLowerCase()}` }, s.status));
     if (s.status === "Failed" && s.failure_reason) cell.append(DWS.el("p", { class: "reason" }, s.failure_reason));
-    if (s.warning) {
-      cell.append(DWS.el("div", { class: "warning", role: "note" },
-        DWS.el("strong", {}, "Larger than the data it holds. "),
-        s.warning.charAt(0).toUpperCase() + s.warning.slice(1), "."));
-    }
+    if (s.warning) cell.append(DWS.el("p", { class: "badge" }, "Larger than its data"));
     return cell;
+  }
+
+  /** The seed's size warning, in a row of its own under the snapshot it concerns. */
+  function fillNote(row, s) {
+    let note = row.nextElementSibling?.classList.contains("note") ? row.nextElementSibling : null;
+    if (!s.warning) {
+      note?.remove();
+      return;
+    }
+    if (!note) row.after(note = DWS.el("tr", { class: "note" }));
+    note.replaceChildren(DWS.el("td", { colspan: row.closest("table").tHead.rows[0].cells.length },
+      DWS.el("div", { class: "warning", role: "note" },
+        DWS.el("strong", {}, `${s.name} is larger than the data it holds. `),
+        s.warning.charAt(0).toUpperCase() + s.warning.slice(1), ".")));
   }
 
   /** Only what the service would accept: Restore of an Available snapshot; Delete of an
@@ -148,7 +159,7 @@
       resync: () => { reloadSoon(); loadClusters(); },
       snapshot: (s) => {
         const row = shown.get(s.name.toLowerCase());
-        if (row && matches(s)) fill(row, s);
+        if (row && matches(s)) { fill(row, s); fillNote(row, s); }
         else if (row || (matches(s) && state.page === 1)) reloadSoon();
       },
       "snapshot-gone": ({ name }) => { if (shown.has(name.toLowerCase())) reloadSoon(); },

@@ -39,7 +39,7 @@ async def open_page(browser, system):
     contexts = []
 
     async def new_page() -> Page:
-        context = await browser.new_context(base_url=base_url(system), viewport={"width": 1280, "height": 760})
+        context = await browser.new_context(base_url=base_url(system), viewport={"width": 1366, "height": 768})
         contexts.append(context)
         return await context.new_page()
 
@@ -81,6 +81,11 @@ async def keep_screenshot(page: Page, name: str) -> None:
 def row(page: Page, name: str):
     """The table row of a snapshot or cluster, by its name."""
     return page.locator(f'tbody tr[data-name="{name}"]')
+
+
+def note(page: Page, name: str):
+    """The note under a snapshot's row (the seed's size warning)."""
+    return page.locator(f'tbody tr[data-name="{name}"] + tr.note')
 
 
 async def eventually(check, timeout: float = 60.0, every: float = 0.2):

@@ -10,8 +10,8 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.conftest import postgres_dsn
-from tests.e2e.console.conftest import (create_snapshot, eventually, keep_screenshot, register_cluster, row,
-                                        unique)
+from tests.e2e.console.conftest import (create_snapshot, eventually, keep_screenshot, note, register_cluster,
+                                        row, unique)
 
 # The seed's own words (manually-creating-a-snapshot.md).
 NAME_RULE = ("The snapshot name must be 4 to 64 characters in length and start with a letter. It is "
@@ -121,11 +121,15 @@ async def test_a_new_snapshot_shows_creating_while_its_cluster_reads_creating_sn
         await dialog.get_by_role("button", name="OK").click()
         await expect(dialog).to_be_hidden()
         await expect(row(operator, name).locator(".status")).to_have_text("Creating")
+        await keep_screenshot(operator, "snapshot-creating")
         await expect(cluster_row.locator(".task-status")).to_have_text("Creating snapshot")
         await expect(cluster_row.locator(".status")).to_have_text("Unavailable")
         await keep_screenshot(clusters_page, "cluster-management")
     await expect(row(operator, name).locator(".status")).to_have_text("Available")
-    await expect(row(operator, name).locator(".warning")).to_contain_text("VACUUM FULL public.audit")
+    await expect(row(operator, name).locator(".badge")).to_have_text("Larger than its data")
+    await expect(note(operator, name).get_by_role("note")).to_contain_text(
+        f"{name} is larger than the data it holds. Deleted rows not yet reclaimed in public.audit")
+    await expect(note(operator, name)).to_contain_text("run VACUUM FULL public.audit; then take the snapshot again.")
     await expect(cluster_row.locator(".task-status")).to_have_text("-")
     await expect(cluster_row.locator(".status")).to_have_text("Available")
     assert [await page.evaluate("window.neverReloaded") for page in (operator, clusters_page)] == [True, True]
