@@ -60,7 +60,25 @@ def install(api: FastAPI, engine: Engine, tokens: TokenStore, live: LiveUpdates 
 
 def console_routes(sessions: SessionStore, tokens: TokenStore, live: LiveUpdates | None) -> APIRouter:
     router = APIRouter(lifespan=_following(live), include_in_schema=False)
+    _page_routes(router, sessions)
+    _session_routes(router, sessions, tokens)
 
+    @router.get("/console/events", dependencies=[Depends(auth.require(Role.VIEWER))])
+    def events(request: Request) -> StreamingResponse:
+        return StreamingResponse(_stream(request, sessions, tokens, live), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @router.get("/console/assets/{name}")
+    def asset(name: str) -> Response:
+        if name not in ASSET_TYPES:
+            raise Refused(404, "not_found", "no such asset")
+        return FileResponse(ASSETS / name, media_type=ASSET_TYPES[name], headers=HEADERS)
+
+    return router
+
+
+def _page_routes(router: APIRouter, sessions: SessionStore) -> None:
+    """The two pages (to the login page without a session) and the login page."""
     @router.get("/")
     def snapshot_management(request: Request) -> Response:
         return _page(request, sessions, "Snapshot Management", "snapshots")
@@ -75,6 +93,9 @@ def console_routes(sessions: SessionStore, tokens: TokenStore, live: LiveUpdates
             return RedirectResponse("/", 303)
         return _html(_render("login.html", notice=escape(NOTICES.get(notice, ""))))
 
+
+def _session_routes(router: APIRouter, sessions: SessionStore, tokens: TokenStore) -> None:
+    """Log in (a token for a cookie), who am I, log out."""
     @router.post("/console/session", status_code=204, dependencies=[Depends(_same_origin_json)])
     def log_in(body: Login, request: Request, response: Response) -> None:
         if tokens.authenticate(body.token) is None:
@@ -91,19 +112,6 @@ def console_routes(sessions: SessionStore, tokens: TokenStore, live: LiveUpdates
         if sessions.actor(request) is not None:  # refuses a write without the CSRF token
             sessions.end(request.cookies.get(COOKIE))
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
-
-    @router.get("/console/events", dependencies=[Depends(auth.require(Role.VIEWER))])
-    def events(request: Request) -> StreamingResponse:
-        return StreamingResponse(_stream(request, sessions, tokens, live), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-
-    @router.get("/console/assets/{name}")
-    def asset(name: str) -> Response:
-        if name not in ASSET_TYPES:
-            raise Refused(404, "not_found", "no such asset")
-        return FileResponse(ASSETS / name, media_type=ASSET_TYPES[name], headers=HEADERS)
-
-    return router
 
 
 def _page(request: Request, sessions: SessionStore, title: str, name: str) -> Response:
@@ -149,7 +157,7 @@ async def _stream(request: Request, sessions: SessionStore, tokens: TokenStore, 
         while True:
             try:
                 message = await asyncio.wait_for(queue.get(), RECHECK_SECONDS)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 message = None
             if time.monotonic() - checked >= RECHECK_SECONDS:
                 if not await asyncio.to_thread(_still_allowed, request, sessions, tokens):

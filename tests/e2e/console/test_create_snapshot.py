@@ -2,8 +2,8 @@
 drop-down of Available clusters, the rules as you type, OK, and the snapshot going
 Creating -> Available live while its cluster reads "Creating snapshot"."""
 
+import asyncio
 import contextlib
-import time
 
 import psycopg
 import pytest
@@ -89,7 +89,7 @@ async def bloated_pg_cluster(system, postgres_database):
         for _ in range(100):
             if db.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'audit'").fetchone()[0] >= 4500:
                 break
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
     return await register_cluster(system, unique("dws-pg"), "postgres", target), target
 
 
