@@ -17,6 +17,8 @@ this origin."""
 import asyncio
 import contextlib
 import json
+import signal
+import threading
 import time
 from html import escape
 from pathlib import Path
@@ -28,7 +30,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from services.snapshots import auth
-from services.snapshots.live import LiveUpdates
+from services.snapshots.live import CLOSING, LiveUpdates
 from services.snapshots.sessions import COOKIE, CSRF_HEADER, LIFETIME, SessionStore
 from services.snapshots.tokens import Role, TokenInfo, TokenStore
 from services.snapshots.write_api import Refused
@@ -159,6 +161,8 @@ async def _stream(request: Request, sessions: SessionStore, tokens: TokenStore, 
                 message = await asyncio.wait_for(queue.get(), RECHECK_SECONDS)
             except TimeoutError:
                 message = None
+            if message == CLOSING:
+                return
             if time.monotonic() - checked >= RECHECK_SECONDS:
                 if not await asyncio.to_thread(_still_allowed, request, sessions, tokens):
                     yield _event("ended", {})
@@ -194,5 +198,29 @@ def _following(live: LiveUpdates | None):
             yield
         else:
             async with live.running():
-                yield
+                with _streams_end_on_exit_signals(live):
+                    yield
     return lifespan
+
+
+@contextlib.contextmanager
+def _streams_end_on_exit_signals(live: LiveUpdates):
+    """A server stops after its open responses; event streams never end by themselves. So
+    on SIGTERM or SIGINT the streams are ended first, then the server's own handler runs
+    (uvicorn's, installed before the app starts). Only where a handler is installed."""
+    loop, previous = asyncio.get_running_loop(), {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: handler for sig in (signal.SIGTERM, signal.SIGINT)
+                    if callable(handler := signal.getsignal(sig))}
+
+    def ending(sig, frame) -> None:
+        loop.call_soon_threadsafe(live.close_streams)
+        previous[sig](sig, frame)
+
+    for sig in previous:
+        signal.signal(sig, ending)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -9,7 +9,8 @@ Events that arrive together are read together: one read per changed name, not pe
 
 Messages are `(kind, data)`: `("snapshot", row)`, `("snapshot-gone", {"name"})`,
 `("cluster", row)`, and `("resync", {})` when a page may have missed something (the
-follower restarted, or the page fell behind) and should load its lists again."""
+follower restarted, or the page fell behind) and should load its lists again;
+`("closing", {})` when the process is stopping."""
 
 import asyncio
 import contextlib
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 Message = tuple[str, dict]
 RESYNC: Message = ("resync", {})
+CLOSING: Message = ("closing", {})  # the process is stopping: streams end (pages reconnect)
 
 
 class LiveUpdates:
@@ -40,6 +42,7 @@ class LiveUpdates:
         self._queue_size = queue_size
         self._subscribers: set[asyncio.Queue] = set()
         self._arrived: asyncio.Queue[Envelope] = asyncio.Queue()
+        self._closing = False
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator["LiveUpdates"]:
@@ -56,10 +59,17 @@ class LiveUpdates:
     async def subscription(self) -> AsyncIterator[asyncio.Queue]:
         queue: asyncio.Queue[Message] = asyncio.Queue(self._queue_size)
         self._subscribers.add(queue)
+        if self._closing:
+            queue.put_nowait(CLOSING)
         try:
             yield queue
         finally:
             self._subscribers.discard(queue)
+
+    def close_streams(self) -> None:
+        """Tell every stream to end: the server is stopping (and waits for open responses)."""
+        self._closing = True
+        self._tell_everyone(CLOSING)
 
     async def _follow(self, backoff: float = 1.0) -> None:
         """Read the topic for ever; after a failure, start again from its end (and tell
