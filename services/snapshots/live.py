@@ -89,6 +89,8 @@ class LiveUpdates:
             batch = [await self._arrived.get()]
             while not self._arrived.empty():
                 batch.append(self._arrived.get_nowait())
+            if not self._subscribers:  # no page open: nothing to read (a new page loads its lists)
+                continue
             try:
                 messages = await asyncio.to_thread(self.messages_for, batch)
             except Exception:  # a view database hiccup must not end live updates
