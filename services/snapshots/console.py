@@ -102,6 +102,7 @@ def _session_routes(router: APIRouter, sessions: SessionStore, tokens: TokenStor
     def log_in(body: Login, request: Request, response: Response) -> None:
         if tokens.authenticate(body.token) is None:
             raise Refused(401, "unauthenticated", "This access token is unknown or has been revoked.")
+        sessions.end(request.cookies.get(COOKIE))  # a session this browser had before
         response.set_cookie(COOKIE, sessions.create(body.token), max_age=int(LIFETIME.total_seconds()),
                             path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https")
 

@@ -54,7 +54,11 @@
     checkAsYouType(fields);
     form.querySelector(".cancel").addEventListener("click", () => dialog.close());
     form.addEventListener("input", () => { if (!ok.disabled) key = null; });
-    dialog.addEventListener("close", () => { generation++; busy(false); opener?.focus(); });
+    dialog.addEventListener("close", () => {
+      generation++;
+      busy(false);
+      (opener?.isConnected ? opener : $("main")).focus();  // a deleted row's button is gone
+    });
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       if (!ok.disabled && check(fields, true)) send(++generation);
@@ -72,7 +76,11 @@
         DWS.say(progress, "Waiting for the service to decide...");
         const outcome = await DWS.outcome(sent.command_id, () => generation === mine);
         key = null;
-        if (outcome?.state === "accepted") { DWS.snapshotsChanged?.(); dialog.close(); }
+        if (outcome?.state === "accepted") {
+          if (name === "delete") opener = null;  // its row is about to go
+          DWS.snapshotsChanged?.();
+          dialog.close();
+        }
         else if (outcome) DWS.say(error, `Rejected: ${outcome.rejection.reason}`);
       } catch (failure) {
         if (failure instanceof DWS.Refused) key = null;

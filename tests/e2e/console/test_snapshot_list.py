@@ -59,6 +59,7 @@ async def test_restore_asks_for_the_new_cluster_name_and_delete_asks_for_a_confi
     await dialog.get_by_role("button", name="Delete").click()
     await expect(dialog).to_be_hidden()
     await expect(snapshot_row).to_have_count(0)
+    await expect(operator.get_by_role("main")).to_be_focused()  # not lost with the deleted row
     assert system.get(f"/snapshots/{snapshot}").status_code == 404
 
 
