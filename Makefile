@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test bench schemas clean
+.PHONY: install run test browser screenshots bench schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,16 @@ install: $(BIN)/python
 run: install
 	$(BIN)/snapshotctl up
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
+
+# The console's tests drive Debian's headless Chromium (Playwright's own download cannot work here).
+browser:
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+# The README's screenshots of the console (docs/console/*.png), taken by its browser tests.
+screenshots: install browser
+	CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/e2e/console
 
 schemas: install
 	$(BIN)/python -m events.schema_generator

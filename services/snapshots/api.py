@@ -9,16 +9,18 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 from events.vocabulary import ClusterStatus, RejectionCode, SnapshotStatus
-from services.snapshots import auth, views
+from services.snapshots import auth, console, views
+from services.snapshots.live import LiveUpdates
 from services.snapshots.targets import AllowedTargets
 from services.snapshots.tokens import Role, TokenStore
 from services.snapshots.write_api import Refused, command_routes
 
 
 def create_api(engine: Engine, tokens: TokenStore, send, allowed: AllowedTargets, *,
-               operations: APIRouter | None = None) -> FastAPI:
+               operations: APIRouter | None = None, live_updates: LiveUpdates | None = None) -> FastAPI:
     """`send(envelope)`: the async callable that publishes a command (see bootstrap);
-    `operations`: `/health` and `/metrics` (`health.py`), open to all."""
+    `operations`: `/health` and `/metrics` (`health.py`), open to all; `live_updates`: the
+    console's live updates (none: pages are not updated live)."""
     api = FastAPI(title="dws-snapshots", version="2")
     auth.install(api, tokens)
     api.add_exception_handler(Refused, _refused)
@@ -59,6 +61,7 @@ def create_api(engine: Engine, tokens: TokenStore, send, allowed: AllowedTargets
     api.include_router(command_routes(engine, send, allowed))
     if operations is not None:
         api.include_router(operations)
+    console.install(api, engine, tokens, live_updates)  # the console at `/` (console.py)
     return api
 
 

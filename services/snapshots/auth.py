@@ -11,6 +11,10 @@ A request without `Authorization: Bearer <token>`, or with an unknown or revoked
 answered 401 `{"code": "unauthenticated", "reason"}`; a token whose role is below the one
 required, 403 `{"code": "forbidden", "reason"}`. Every request asks the store, so a revoked
 token stops working at once. Reasons never repeat the token.
+
+Without a Bearer header, the console's session cookie is accepted instead when the app
+has sessions (`sessions.py`, installed by `console.install`); it acts with the name and
+role of the token it was opened with, and its writes need the session's CSRF token.
 """
 
 from collections.abc import Callable
@@ -48,16 +52,26 @@ def require(role: Role | str) -> Callable[..., TokenInfo]:
     def authenticated(request: Request,
                       credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> TokenInfo:
         if credentials is None:
-            raise NotAuthorized(401, "unauthenticated",
-                                "this needs an Authorization: Bearer <token> header")
-        actor = _store(request).authenticate(credentials.credentials)
-        if actor is None:
-            raise NotAuthorized(401, "unauthenticated", "the bearer token is unknown or revoked")
+            actor = _console_session(request)
+            if actor is None:
+                raise NotAuthorized(401, "unauthenticated",
+                                    "this needs an Authorization: Bearer <token> header")
+        else:
+            actor = _store(request).authenticate(credentials.credentials)
+            if actor is None:
+                raise NotAuthorized(401, "unauthenticated", "the bearer token is unknown or revoked")
         if not actor.role.allows(required):
             raise NotAuthorized(403, "forbidden", f"token {actor.name!r} has the role "
                                 f"{actor.role}; this needs {required} or above")
         return actor
     return authenticated
+
+
+def _console_session(request: Request) -> TokenInfo | None:
+    """Without a Bearer header: the console's session cookie, if the app has sessions
+    (`sessions.SessionStore.actor`: the token's name and role; writes CSRF-checked)."""
+    sessions = getattr(request.app.state, "console_sessions", None)
+    return sessions.actor(request) if sessions is not None else None
 
 
 def _store(request: Request) -> TokenStore:

@@ -108,7 +108,8 @@ def build_api(settings: Settings):
                                      record_key(envelope.subject), HEADERS)
 
     return create_api(engine, make_token_store(settings), send, allowed_targets(settings),
-                      operations=operation_routes(settings, engine, SetAsideLog(engine)))
+                      operations=operation_routes(settings, engine, SetAsideLog(engine)),
+                      live_updates=make_live_updates(settings, engine))
 
 
 def operation_routes(settings: Settings, engine: Engine, set_aside: SetAsideLog):
@@ -131,6 +132,14 @@ def prepare_process(settings: Settings, part: str) -> None:
 
     logs.configure(settings.log_format, part)
     metrics.configure(settings.metrics_directory, part)
+
+
+def make_live_updates(settings: Settings, engine: Engine):
+    """The console's live updates: the API process follows the events topic itself."""
+    from services.snapshots.client import EventFollower
+    from services.snapshots.live import LiveUpdates
+
+    return LiveUpdates(engine, lambda: EventFollower(settings.kafka_bootstrap_servers, settings.events_topic))
 
 
 def make_token_store(settings: Settings) -> TokenStore:
