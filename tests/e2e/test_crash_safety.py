@@ -11,6 +11,7 @@ import pytest
 
 from services.snapshots import bootstrap, replay, views
 from services.snapshots.broker import EmbeddedBroker
+from services.snapshots.domain import command_record_id
 from services.snapshots.demo import create_demo_warehouse
 from services.snapshots.projection import Projection
 from services.snapshots.settings import Settings
@@ -74,10 +75,15 @@ def store_position(settings: Settings) -> int:
         app.close()
 
 
-async def all_received(settings: Settings, command_ids: list[str], timeout: float = 60) -> None:
+async def all_received(settings: Settings, command_ids: list[str], reused: list[str],
+                       timeout: float = 60) -> None:
+    """Every command recorded, and every reuse of an id answered."""
     app, deadline = bootstrap.make_application(settings), time.monotonic() + timeout
+
+    def answered(command_id: str) -> bool:
+        return bool(app.find(command_record_id(command_id)).refused_payloads)
     try:
-        while not all(app.has_seen(command_id) for command_id in command_ids):
+        while not (all(app.has_seen(c) for c in command_ids) and all(answered(c) for c in reused)):
             assert time.monotonic() < deadline, "the service did not receive every command"
             await asyncio.sleep(0.3)
     finally:
@@ -125,7 +131,7 @@ async def test_after_repeated_sigkills_every_command_has_one_outcome_and_nothing
         position = wait_for_progress(settings, position + rng.randint(1, 12))
         part = "projection" if wave % 3 == 2 else "service"
         if wave == 3:  # the broker dies too and comes back empty: its events are lost
-            await all_received(settings, sent)  # (commands it had not delivered would be lost too)
+            await all_received(settings, sent, reused)  # (commands it had not delivered would be lost too)
             for each in ("service", "projection", "api"):
                 system.kill(each)
             system.broker.stop()

@@ -26,7 +26,8 @@ async def outage_system(broker, private_postgres, tmp_path):
     system = RunningSystem(broker.bootstrap_servers, tmp_path, event_store="postgres",
                            postgres_dsn=private_postgres.create_database("snapshots"),
                            commands_topic=f"outage.commands.{suffix}", events_topic=f"outage.events.{suffix}",
-                           dlq_topic=f"outage.dlq.{suffix}", service_id=f"outage-{suffix}")
+                           dlq_topic=f"outage.dlq.{suffix}", service_id=f"outage-{suffix}",
+                           allowed_targets="/data")  # the clusters are only registered
     # A store call waits this long for a connection, 10 times, before the service hears
     # of the outage and logs its pause (default 5 s): shorter, so the test is quick.
     system.env["POSTGRES_CONNECT_TIMEOUT"] = "1"
