@@ -9,15 +9,8 @@ from collections.abc import Callable
 
 import httpx
 
+from services.snapshots.client import FINAL_EVENTS
 from services.snapshots.settings import Settings
-
-#: The events that settle each command's outcome, besides CommandRejected.
-FINAL_EVENTS = {
-    "RegisterCluster": ("ClusterRegistered",),
-    "CreateSnapshotRequested": ("ClusterUnlocked",),
-    "DeleteSnapshotRequested": ("SnapshotDeleted",),
-    "RestoreSnapshotRequested": ("RestoreCompleted", "RestoreFailed"),
-}
 
 
 class ApiError(Exception):

@@ -38,9 +38,6 @@ class Jobs:
         self._pending["every:" + name] = task
         return task
 
-    def pending(self) -> list[str]:
-        return sorted(name for name, task in self._pending.items() if not task.done())
-
     async def wait_idle(self) -> None:
         """Until every retried job is done (periodic ones never are: not waited for)."""
         while busy := [t for n, t in self._pending.items() if not t.done() and not n.startswith("every:")]:

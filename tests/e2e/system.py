@@ -12,7 +12,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from events.envelope import Envelope
-from services.snapshots.broker import free_port
+from services.snapshots.broker import die_with_parent, free_port
 from services.snapshots.client import EventFollower
 from events.kafka import new_producer
 
@@ -48,9 +48,10 @@ class RunningSystem:
     def start_part(self, name: str, part: str) -> None:
         """Start `snapshotctl <part>` as the process called `name` (two services: two names)."""
         log = open(self.data_dir / f"{name}.log", "ab")
+        # It dies with the test run, even one killed or failing before its fixture stops it.
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "services.snapshots", part], env=self.env, cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent())
 
     def create_token(self, name: str, role: str) -> str:
         """`snapshotctl token create`, as an operator would; the token is its last line."""

@@ -34,9 +34,11 @@ async def outage_system(broker, private_postgres, tmp_path):
     system.dlq_topic = f"outage.dlq.{suffix}"
     await ensure_topics(broker.bootstrap_servers, 3, [system.commands_topic, system.events_topic, system.dlq_topic])
     system.start(["service"])
-    await register(system, "dws-warm")  # the service consumes: its group is joined
-    yield system
-    system.stop()
+    try:
+        await register(system, "dws-warm")  # the service consumes: its group is joined
+        yield system
+    finally:
+        system.stop()
 
 
 async def register(system: RunningSystem, name: str, command_id: str | None = None) -> str:

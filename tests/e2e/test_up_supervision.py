@@ -77,13 +77,12 @@ def orphaned_part(part: str, env: dict) -> psutil.Process:
 def test_parts_an_earlier_up_left_running_are_stopped_and_named_in_the_log(tmp_path):
     up = Up(tmp_path / "data", up_stop_grace_seconds="2")
     up.data_dir.mkdir()
-    old_api = orphaned_part("api", up.env)
-    wait_for(lambda: up.get("/health/live").status_code == 200, 60, "the old API to answer")
-    frozen = orphaned_part("projection", up.env)
-    frozen.suspend()  # SIGSTOP: it cannot act on SIGTERM, as a part hung in shutdown
-
-    up.start()
+    old_api, frozen = orphaned_part("api", up.env), None
     try:
+        wait_for(lambda: up.get("/health/live").status_code == 200, 60, "the old API to answer")
+        frozen = orphaned_part("projection", up.env)
+        frozen.suspend()  # SIGSTOP: it cannot act on SIGTERM, as a part hung in shutdown
+        up.start()
         up.wait_until_serving()
         assert not old_api.is_running() and not frozen.is_running()
         log = up.log()
@@ -94,5 +93,5 @@ def test_parts_an_earlier_up_left_running_are_stopped_and_named_in_the_log(tmp_p
     finally:
         up.stop()
         for leftover in (old_api, frozen):
-            if leftover.is_running():
+            if leftover is not None and leftover.is_running():
                 leftover.kill()

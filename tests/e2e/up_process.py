@@ -84,7 +84,9 @@ class Up:
         self.process.wait()
 
     def stop(self, timeout: float = 40) -> int:
-        """Ctrl-C, as a user in the terminal; returns the exit code."""
+        """Ctrl-C, as a user in the terminal; returns the exit code (None: never started)."""
+        if self.process is None:
+            return None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
         try:
