@@ -30,6 +30,9 @@ class ReportClusterStatus(Command):
 class CreateSnapshotRequested(Command):
     snapshot_name: str = _NAME
     description: str = Field("", max_length=4096)
+    #: Days to keep the snapshot: -1 forever (the default) or 1-3653 (the domain checks:
+    #: `invalid_command` otherwise).
+    retention_days: int = Field(-1, ge=-(2**31), le=2**31)
 
 
 class RestartClusterRequested(Command):
@@ -45,6 +48,17 @@ class RestoreSnapshotRequested(Command):
     target_cluster_name: str = _NAME
 
 
+class SetSnapshotPolicy(Command):
+    #: A 5-field cron expression (UTC) or `rate(N minute[s]|hour[s]|day[s])`; checked by
+    #: the domain (`invalid_policy`).
+    schedule: str = Field(min_length=1, max_length=256)
+    keep_days: int = Field(ge=-(2**31), le=2**31)
+
+
+class RemoveSnapshotPolicy(Command):
+    pass
+
+
 COMMAND_TYPES: dict[str, type[Command]] = {
     cls.__name__: cls
     for cls in (
@@ -54,5 +68,7 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         RestartClusterRequested,
         DeleteSnapshotRequested,
         RestoreSnapshotRequested,
+        SetSnapshotPolicy,
+        RemoveSnapshotPolicy,
     )
 }

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from events.vocabulary import (ClusterStatus, DriverName, RejectionCode, SnapshotType,
-                               TaskStatus)
+from events.vocabulary import (ClusterStatus, DeletionReason, DriverName, RejectionCode,
+                               SnapshotType, TaskStatus)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,7 +81,28 @@ class ClusterUnlocked(SnapshotEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class SnapshotDeleted(SnapshotEvent):
+    #: `requested` (a user's DeleteSnapshotRequested) or `expired` (retention).
+    reason: DeletionReason = DeletionReason.REQUESTED
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotPolicySet(Event):
+    schedule: str
+    keep_days: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotPolicyRemoved(Event):
     pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduledSnapshotSkipped(Event):
+    #: The slot's time, ISO 8601 in UTC.
+    slot: str
+    #: The rejection code a manual snapshot would have got: `snapshot_in_progress`,
+    #: `cluster_not_ready` or `duplicate_snapshot_name`.
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,5 +146,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RestoreCompleted,
         RestoreFailed,
         CommandRejected,
+        SnapshotPolicySet,
+        SnapshotPolicyRemoved,
+        ScheduledSnapshotSkipped,
     )
 }

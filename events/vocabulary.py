@@ -61,6 +61,17 @@ class RejectionCode(StrEnum):
     COMMAND_ID_REUSED = "command_id_reused"
     #: Handling failed deterministically (a bug); the command also went to the DLQ.
     INTERNAL_ERROR = "internal_error"
+    #: A policy's schedule or keep_days is invalid, or the cluster has no policy to remove.
+    INVALID_POLICY = "invalid_policy"
+    #: An Automated snapshot is deleted by its policy's retention only, not by hand.
+    SNAPSHOT_AUTOMATED = "snapshot_automated"
+
+
+class DeletionReason(StrEnum):
+    """Why a snapshot was deleted (`SnapshotDeleted.reason`)."""
+
+    REQUESTED = "requested"
+    EXPIRED = "expired"
 
 
 def name_key(name: str) -> str:

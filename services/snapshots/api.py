@@ -58,6 +58,12 @@ def create_api(engine: Engine, tokens: TokenStore, send, allowed: AllowedTargets
     def get_cluster(name: str) -> dict:
         return _found(views.get_cluster(engine, name), f"cluster {name!r} not found")
 
+    @api.get("/clusters/{name}/history", dependencies=viewer)
+    def cluster_history(name: str, limit: int = Query(1000, ge=1, le=10000)) -> dict:
+        if views.get_cluster(engine, name) is None:
+            raise HTTPException(404, f"cluster {name!r} not found")
+        return {"events": views.cluster_history(engine, name, limit)}
+
     api.include_router(command_routes(engine, send, allowed))
     if operations is not None:
         api.include_router(operations)

@@ -11,7 +11,6 @@ import hashlib
 import json
 from dataclasses import asdict
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
 
@@ -23,7 +22,8 @@ from events import commands as c
 from events.vocabulary import SnapshotStatus, name_key
 from services.snapshots.domain import (Cluster, CommandContext, CommandRecord, Snapshot, cluster_id,
                                        command_record_id, snapshot_id)
-from services.snapshots.handlers import COMMAND_HANDLERS
+from services.snapshots.clock import Clock
+from services.snapshots.handlers import COMMAND_HANDLERS, INTERNAL_COMMAND_HANDLERS
 from services.snapshots.rules import CommandNotAccepted, UnknownCluster, UnknownSnapshot
 from services.snapshots.targets import AllowedTargets, check_target
 
@@ -35,10 +35,6 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
     DEAD_LETTERED = "dead-lettered"
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def payload_sha256(command_type: str, data: Any) -> str:
@@ -66,8 +62,10 @@ class SnapshotsApplication(Application):
     env = {"POSTGRES_CONNECT_TIMEOUT": "5"}
 
     def __init__(self, env=None, on_saved: Callable[[], None] | None = None,
-                 allowed_targets: AllowedTargets | None = None):
+                 allowed_targets: AllowedTargets | None = None, clock: Clock | None = None):
         super().__init__(env=env)
+        #: The time of snapshots' starts and ends, policies' slots and expiry (clock.py).
+        self.clock = clock or Clock.from_environment()
         #: Called after every save (the composition root points it at the relay's wake-up).
         self._on_saved = on_saved
         #: Where clusters may live (SNAPSHOT_ALLOWED_TARGETS); None: anywhere (unit tests).
@@ -126,7 +124,8 @@ class SnapshotsApplication(Application):
                                cluster_name=command.cluster_name, payload_sha256=digest,
                                **asdict(context or CommandContext()))
         try:
-            aggregates = COMMAND_HANDLERS[type(command)](self, command, command_id)
+            handler = COMMAND_HANDLERS.get(type(command)) or INTERNAL_COMMAND_HANDLERS[type(command)]
+            aggregates = handler(self, command, command_id)
         except CommandNotAccepted as refusal:
             return self.reject(record, refusal.code, refusal.reason)
         self.save(record, *aggregates)
@@ -176,7 +175,7 @@ class SnapshotsApplication(Application):
         if cluster is None:
             return False
         snapshot = self.get_snapshot(cluster.snapshot_name)
-        snapshot.complete(size_bytes, sha256, _now(), warning, attempt)
+        snapshot.complete(size_bytes, sha256, self.clock.now(), warning, attempt)
         cluster.unlock(snapshot.command_id)
         self.save(snapshot, cluster)
         return True
@@ -186,7 +185,7 @@ class SnapshotsApplication(Application):
         if cluster is None:
             return False
         snapshot = self.get_snapshot(cluster.snapshot_name)
-        snapshot.fail(reason[:1000], _now())
+        snapshot.fail(reason[:1000], self.clock.now())
         cluster.unlock(snapshot.command_id)
         self.save(snapshot, cluster)
         return True
@@ -236,6 +235,10 @@ class SnapshotsApplication(Application):
 
     def all_clusters(self) -> list[Cluster]:
         return list(self._all(Cluster.ClusterRegistered))
+
+    def all_snapshots(self) -> list[Snapshot]:
+        """Every snapshot ever started, deleted ones included (the retention pass)."""
+        return list(self._all(Snapshot.SnapshotStarted))
 
     def clusters_creating_snapshots(self) -> Iterator[Cluster]:
         """Clusters left locked by an interrupted workflow (read at start-up)."""

@@ -20,6 +20,7 @@ from sqlalchemy import URL, Engine
 
 from services.snapshots import views
 from services.snapshots.application import SnapshotsApplication
+from services.snapshots.clock import Clock
 from services.snapshots.drivers import ClusterDriver, SQLiteDriver
 from services.snapshots.drivers.postgres import PostgresDriver
 from services.snapshots.freezing import Freezer
@@ -29,6 +30,7 @@ from services.snapshots.lease import FileLease, Lease, PostgresLease, SoleLease
 from services.snapshots.projection import FollowStore, Projection
 from services.snapshots.reconciler import Reconciler
 from services.snapshots.relay import Relay, SharedProducer
+from services.snapshots.scheduler import Scheduler
 from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.settings import Settings
 from services.snapshots.targets import AllowedTargets
@@ -51,6 +53,7 @@ class ServiceParts:
     store: ThreadPool
     jobs: Jobs
     reconciler: Reconciler
+    scheduler: Scheduler
 
 
 @dataclass
@@ -82,7 +85,7 @@ def build_service(settings: Settings) -> ServiceParts:
                   SetAsideLog(make_view_engine(settings)), store, relay_wakeup,
                   make_relay_lease(settings), settings.relay_batch_size)
     return ServiceParts(app, workflow, intake, relay, producer, store, jobs,
-                        Reconciler(app, workflow, freezer, store))
+                        Reconciler(app, workflow, freezer, store), Scheduler(app, workflow, store))
 
 
 def build_projection(settings: Settings) -> ProjectionParts:
@@ -179,7 +182,8 @@ def make_application(settings: Settings, on_saved=None, attempts: int = 5) -> Sn
     for attempt in range(attempts):
         try:
             return SnapshotsApplication(env=event_store_env(settings), on_saved=on_saved,
-                                        allowed_targets=allowed_targets(settings))
+                                        allowed_targets=allowed_targets(settings),
+                                        clock=Clock(settings.test_clock_file))
         except PersistenceError:
             if attempt == attempts - 1:
                 raise

@@ -85,9 +85,11 @@ COMMAND_ID = typer.Option(None, "--command-id", help="the command's id (idempote
 def create(cluster: str, name: str, description: str = typer.Option("", "--description", "-d"),
            wait: bool = typer.Option(False, "--wait", help="show progress until the outcome"),
            timeout: float = typer.Option(600.0, help="seconds to wait with --wait"),
+           retention_days: int = typer.Option(-1, "--retention-days", help="-1 (keep forever) or 1-3653"),
            via: str = VIA, command_id: str = COMMAND_ID) -> None:
     """Request a snapshot NAME of CLUSTER."""
-    command = CreateSnapshotRequested(cluster_name=cluster, snapshot_name=name, description=description)
+    command = CreateSnapshotRequested(cluster_name=cluster, snapshot_name=name, description=description,
+                                      retention_days=retention_days)
     _submit(command, ("POST", "/snapshots", command.model_dump()), wait, timeout, via, command_id)
 
 
@@ -289,9 +291,11 @@ def _get(path: str, params: dict) -> dict:
 
 
 def main() -> None:
+    from services.snapshots.cli_policies import policy_cli
     from services.snapshots.cli_tokens import token_cli
 
     cli.add_typer(token_cli, name="token")
+    cli.add_typer(policy_cli, name="policy")
     try:
         cli()
     except KafkaSettingsError as error:  # a bad KAFKA_* variable: one line, not a traceback

@@ -86,6 +86,8 @@ FINAL_EVENTS = {
     "RestartClusterRequested": ("ClusterRestarted",),
     "DeleteSnapshotRequested": ("SnapshotDeleted",),
     "RestoreSnapshotRequested": ("RestoreCompleted", "RestoreFailed"),
+    "SetSnapshotPolicy": ("SnapshotPolicySet",),
+    "RemoveSnapshotPolicy": ("SnapshotPolicyRemoved",),
 }
 
 

@@ -9,16 +9,16 @@ a `sha256`; the status to restore); a one-line `class ...: pass` is an event who
 published fields are the whole of it. `CommandReceived` is the one internal event."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
 from events import events as published
-from events.vocabulary import (SNAPSHOT_ALLOWED_STATUSES, ClusterStatus, RejectionCode,
-                               SnapshotStatus, SnapshotType, TaskStatus, name_key)
-from services.snapshots.rules import (ClusterNotReady, SnapshotBusy, SnapshotInProgress,
-                                      SnapshotNotAvailable, check_cluster_name,
+from events.vocabulary import (SNAPSHOT_ALLOWED_STATUSES, ClusterStatus, DeletionReason,
+                               RejectionCode, SnapshotStatus, SnapshotType, TaskStatus, name_key)
+from services.snapshots.rules import (ClusterNotReady, InvalidPolicy, SnapshotAutomated, SnapshotBusy,
+                                      SnapshotInProgress, SnapshotNotAvailable, check_cluster_name,
                                       check_description, check_no_secret, check_snapshot_name)
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "urn:dws-snapshots")
@@ -66,6 +66,7 @@ class Cluster(CausedByCommand):
         self.prior_status: ClusterStatus | None = None
         self.snapshot_name: str | None = None
         self.read_only = False
+        self.policy: Policy | None = None
 
     @classmethod
     def register(cls, cluster_name: str, driver: str, target: str, command_id: str) -> "Cluster":
@@ -136,6 +137,39 @@ class Cluster(CausedByCommand):
     def _restart(self, cluster_name, command_id):
         pass
 
+    def set_policy(self, schedule: str, keep_days: int, set_at: datetime, command_id: str) -> None:
+        """The schedule and keep_days are checked by the handler (`policies.check_policy`)."""
+        self._set_policy(cluster_name=self.cluster_name, schedule=schedule, keep_days=keep_days,
+                         set_at=set_at, command_id=command_id)
+
+    class SnapshotPolicySet(CausedByCommand.Event, published.SnapshotPolicySet):
+        set_at: datetime  # slots before it are not fired
+
+    @event(SnapshotPolicySet)
+    def _set_policy(self, cluster_name, schedule, keep_days, set_at, command_id):
+        self.policy = Policy(schedule, keep_days, set_at)
+
+    def remove_policy(self, command_id: str) -> None:
+        if self.policy is None:
+            raise InvalidPolicy(f"cluster {self.cluster_name!r} has no snapshot policy")
+        self._remove_policy(cluster_name=self.cluster_name, command_id=command_id)
+
+    class SnapshotPolicyRemoved(CausedByCommand.Event, published.SnapshotPolicyRemoved): pass
+
+    @event(SnapshotPolicyRemoved)
+    def _remove_policy(self, cluster_name, command_id):
+        self.policy = None
+
+    def skip_slot(self, slot: datetime, reason: str, command_id: str) -> None:
+        self._skip_slot(cluster_name=self.cluster_name, slot=slot.isoformat(), reason=reason,
+                        command_id=command_id)
+
+    class ScheduledSnapshotSkipped(CausedByCommand.Event, published.ScheduledSnapshotSkipped): pass
+
+    @event(ScheduledSnapshotSkipped)
+    def _skip_slot(self, cluster_name, slot, reason, command_id):
+        pass
+
     @property
     def is_creating_snapshot(self) -> bool:
         return self.task_status == TaskStatus.CREATING_SNAPSHOT
@@ -161,10 +195,14 @@ class Snapshot(CausedByCommand):
 
     class SnapshotStarted(CausedByCommand.Created, published.SnapshotStarted):
         started_at: datetime
+        #: Days until it expires (an Automated one: its policy's keep_days then); -1: never.
+        retention_days: int = -1
 
     @event(SnapshotStarted)
     def __init__(self, cluster_name: str, snapshot_name: str, description: str,
-                 snapshot_type: SnapshotType, started_at: datetime, command_id: str):
+                 snapshot_type: SnapshotType, started_at: datetime, command_id: str,
+                 retention_days: int = -1):
+        self.retention_days = retention_days
         self.cluster_name = cluster_name
         self.snapshot_name = snapshot_name
         self.description = description
@@ -181,12 +219,23 @@ class Snapshot(CausedByCommand):
         self.deleted = False
 
     @classmethod
-    def start(cls, cluster_name, snapshot_name, description, started_at, command_id) -> "Snapshot":
+    def start(cls, cluster_name, snapshot_name, description, started_at, command_id,
+              snapshot_type: SnapshotType = SnapshotType.MANUAL, retention_days: int = -1) -> "Snapshot":
         check_snapshot_name(snapshot_name)
         check_description(description)
         return cls(cluster_name=cluster_name, snapshot_name=snapshot_name,
-                   description=description, snapshot_type=SnapshotType.MANUAL,
-                   started_at=started_at, command_id=command_id)
+                   description=description, snapshot_type=snapshot_type,
+                   started_at=started_at, command_id=command_id, retention_days=retention_days)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        retention = getattr(self, "retention_days", -1)
+        return self.started_at + timedelta(days=retention) if retention > 0 else None
+
+    def is_expired(self, now: datetime) -> bool:
+        """Past its retention, and settled (Available or Failed), and not yet deleted."""
+        return (not self.deleted and self.expires_at is not None and now >= self.expires_at
+                and self.status in (SnapshotStatus.AVAILABLE, SnapshotStatus.FAILED))
 
     def complete(self, size_bytes: int, sha256: str, finished_at: datetime, warning: str | None,
                  attempt: str | None = None) -> None:
@@ -257,17 +306,20 @@ class Snapshot(CausedByCommand):
     def _fail_restore(self, cluster_name, snapshot_name, target_cluster_name, reason, command_id):
         self.status = SnapshotStatus.AVAILABLE
 
-    def delete(self, command_id: str) -> None:
+    def delete(self, command_id: str, reason: DeletionReason = DeletionReason.REQUESTED) -> None:
+        if reason == DeletionReason.REQUESTED and self.snapshot_type == SnapshotType.AUTOMATED:
+            raise SnapshotAutomated(f"snapshot {self.snapshot_name!r} is Automated: its policy's "
+                                    "retention deletes it")
         if self.status not in (SnapshotStatus.AVAILABLE, SnapshotStatus.FAILED):
             raise SnapshotBusy(f"snapshot {self.snapshot_name!r} is {self.status}; it can be "
                                "deleted once it is Available or Failed")
         self._delete(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
-                     command_id=command_id)
+                     command_id=command_id, reason=reason)
 
     class SnapshotDeleted(CausedByCommand.Event, published.SnapshotDeleted): pass
 
     @event(SnapshotDeleted)
-    def _delete(self, cluster_name, snapshot_name, command_id):
+    def _delete(self, cluster_name, snapshot_name, command_id, reason=DeletionReason.REQUESTED):
         self.deleted = True
 
 
@@ -327,6 +379,15 @@ class CommandRecord(CausedByCommand):
         self.reject(cluster_name, self.command_id, command_type, RejectionCode.COMMAND_ID_REUSED,
                     f"command id {self.command_id[:200]!r} was already used by a different "
                     f"{self.command_type} command; its outcome stands", payload_sha256)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A cluster's snapshot policy: schedule (cron or rate, UTC), keep_days, since when."""
+
+    schedule: str
+    keep_days: int
+    set_at: datetime
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,19 @@ rejection code), and returns the aggregates to save. The application saves them 
 with the command's record, in one transaction (`SnapshotsApplication.handle`)."""
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from eventsourcing.domain import Aggregate
 
 from events import commands as c
 from events.commands import COMMAND_TYPES
+from events.vocabulary import DeletionReason, SnapshotType
 from services.snapshots.domain import Cluster, Snapshot, cluster_id, snapshot_id
-from services.snapshots.rules import (DuplicateClusterName, DuplicateSnapshotName,
-                                      check_description, check_snapshot_name)
+from services.snapshots.policies import automated_snapshot_name, check_policy, check_retention
+from services.snapshots.rules import (CommandNotAccepted, DuplicateClusterName,
+                                      DuplicateSnapshotName, UnknownSnapshot, check_description,
+                                      check_snapshot_name)
 
 if TYPE_CHECKING:
     from services.snapshots.application import SnapshotsApplication
@@ -46,15 +49,21 @@ def restart_cluster(app: "SnapshotsApplication", cmd: c.RestartClusterRequested,
 def create_snapshot(app: "SnapshotsApplication", cmd: c.CreateSnapshotRequested, command_id: str):
     check_snapshot_name(cmd.snapshot_name)
     check_description(cmd.description)
-    cluster = app.get_cluster(cmd.cluster_name)
-    existing = app.find(snapshot_id(cmd.snapshot_name))
+    check_retention(cmd.retention_days)
+    return _start_snapshot(app, app.get_cluster(cmd.cluster_name), cmd.snapshot_name, cmd.description,
+                           command_id, SnapshotType.MANUAL, cmd.retention_days)
+
+
+def _start_snapshot(app: "SnapshotsApplication", cluster: Cluster, snapshot_name: str, description: str,
+                    command_id: str, snapshot_type: SnapshotType, retention_days: int):
+    existing = app.find(snapshot_id(snapshot_name))
     if existing is not None:
         raise DuplicateSnapshotName(
-            f"snapshot name {cmd.snapshot_name!r} is taken by {existing.snapshot_name!r} "
+            f"snapshot name {snapshot_name!r} is taken by {existing.snapshot_name!r} "
             "(names are case-insensitive)")
-    cluster.lock(cmd.snapshot_name, command_id)
-    snapshot = Snapshot.start(cluster.cluster_name, cmd.snapshot_name, cmd.description,
-                              datetime.now(timezone.utc), command_id)
+    cluster.lock(snapshot_name, command_id)
+    snapshot = Snapshot.start(cluster.cluster_name, snapshot_name, description, app.clock.now(),
+                              command_id, snapshot_type, retention_days)
     return [cluster, snapshot]
 
 
@@ -76,6 +85,57 @@ def delete_snapshot(app: "SnapshotsApplication", cmd: c.DeleteSnapshotRequested,
     return [snapshot]
 
 
+def set_policy(app: "SnapshotsApplication", cmd: c.SetSnapshotPolicy, command_id: str):
+    check_policy(cmd.schedule, cmd.keep_days)
+    cluster = app.get_cluster(cmd.cluster_name)
+    cluster.set_policy(cmd.schedule, cmd.keep_days, app.clock.now(), command_id)
+    return [cluster]
+
+
+def remove_policy(app: "SnapshotsApplication", cmd: c.RemoveSnapshotPolicy, command_id: str):
+    cluster = app.get_cluster(cmd.cluster_name)
+    cluster.remove_policy(command_id)
+    return [cluster]
+
+
+# Commands the service issues itself (`scheduler.py`), never accepted from the bus: they go
+# through `SnapshotsApplication.handle` all the same, so their ids make repeats no-ops.
+
+class TakeScheduledSnapshot(c.Command):
+    """Take the snapshot of one slot of the cluster's policy."""
+
+    slot: datetime
+
+
+class ExpireSnapshot(c.Command):
+    """Delete a snapshot whose retention has run out."""
+
+    snapshot_name: str
+
+
+def take_scheduled_snapshot(app: "SnapshotsApplication", cmd: TakeScheduledSnapshot, command_id: str):
+    """Lock and start the slot's Automated snapshot, or record the slot as skipped with the
+    rejection code a manual snapshot would have got (busy, status, name taken)."""
+    cluster = app.get_cluster(cmd.cluster_name)
+    if cluster.policy is None:
+        raise CommandNotAccepted(f"cluster {cluster.cluster_name!r} has no snapshot policy any more")
+    name = automated_snapshot_name(cluster.cluster_name, cmd.slot)
+    try:
+        return _start_snapshot(app, cluster, name, f"policy {cluster.policy.schedule}", command_id,
+                               SnapshotType.AUTOMATED, cluster.policy.keep_days)
+    except CommandNotAccepted as refusal:
+        cluster.skip_slot(cmd.slot, str(refusal.code), command_id)
+        return [cluster]
+
+
+def expire_snapshot(app: "SnapshotsApplication", cmd: ExpireSnapshot, command_id: str):
+    snapshot = app.get_snapshot_of(cmd.cluster_name, cmd.snapshot_name)
+    if not snapshot.is_expired(app.clock.now()):
+        raise UnknownSnapshot(f"snapshot {cmd.snapshot_name!r} has not expired")
+    snapshot.delete(command_id, DeletionReason.EXPIRED)
+    return [snapshot]
+
+
 COMMAND_HANDLERS: dict[type[c.Command], Handler] = {
     c.RegisterCluster: register_cluster,
     c.ReportClusterStatus: report_cluster_status,
@@ -83,6 +143,14 @@ COMMAND_HANDLERS: dict[type[c.Command], Handler] = {
     c.CreateSnapshotRequested: create_snapshot,
     c.RestoreSnapshotRequested: restore_snapshot,
     c.DeleteSnapshotRequested: delete_snapshot,
+    c.SetSnapshotPolicy: set_policy,
+    c.RemoveSnapshotPolicy: remove_policy,
+}
+
+#: The commands only the service issues (not in the codec's COMMAND_TYPES).
+INTERNAL_COMMAND_HANDLERS: dict[type[c.Command], Handler] = {
+    TakeScheduledSnapshot: take_scheduled_snapshot,
+    ExpireSnapshot: expire_snapshot,
 }
 
 # A command type the codec accepts but nobody handles must fail here, at import, not after

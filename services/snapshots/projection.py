@@ -55,6 +55,8 @@ class Projection:
             "RestoreStarted": self._when_snapshot_status_is(SnapshotStatus.RESTORING),
             "RestoreCompleted": self._when_snapshot_status_is(SnapshotStatus.AVAILABLE),
             "RestoreFailed": self._when_snapshot_status_is(SnapshotStatus.AVAILABLE),
+            "SnapshotPolicySet": self._when_policy_changes,
+            "SnapshotPolicyRemoved": self._when_policy_changes,
         }
 
     def position(self) -> int:
@@ -162,6 +164,11 @@ class Projection:
             values["task_status"] = data["task_status"]
         clusters = self._tables.clusters
         tx.execute(update(clusters).where(clusters.c.key == name_key(data["cluster_name"])).values(**values))
+
+    def _when_policy_changes(self, tx, data, envelope) -> None:
+        policy = {"schedule": data["schedule"], "keep_days": data["keep_days"]} if "schedule" in data else None
+        clusters = self._tables.clusters
+        tx.execute(update(clusters).where(clusters.c.key == name_key(data["cluster_name"])).values(policy=policy))
 
     def _when_snapshot_started(self, tx, data, envelope) -> None:
         tx.execute(insert(self._tables.snapshots).values(

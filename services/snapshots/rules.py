@@ -119,3 +119,11 @@ class SnapshotNotAvailable(CommandNotAccepted):
 
 class SnapshotBusy(CommandNotAccepted):
     code = RejectionCode.SNAPSHOT_BUSY
+
+
+class InvalidPolicy(CommandNotAccepted):
+    code = RejectionCode.INVALID_POLICY
+
+
+class SnapshotAutomated(CommandNotAccepted):
+    code = RejectionCode.SNAPSHOT_AUTOMATED

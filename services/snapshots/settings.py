@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     copy_threads: int = Field(4, ge=1, le=256)
     #: How often the reconciler looks for locked or frozen clusters with nothing running.
     reconcile_interval_seconds: float = Field(60.0, gt=0)
+    #: How often the scheduler fires policies' slots and expires snapshots (scheduler.py).
+    scheduler_interval_seconds: float = Field(30.0, gt=0)
+    #: Tests only: a file holding the time the service reads as now (clock.py). Unset: UTC.
+    test_clock_file: Path | None = None
     #: Passwords of `postgres` clusters, by registered target URL (JSON in the environment:
     #: SNAPSHOT_CLUSTER_PASSWORDS='{"postgresql://dws@db:5432/wh": "..."}'); or use PGPASSFILE.
     cluster_passwords: dict[str, SecretStr] = {}

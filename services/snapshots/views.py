@@ -51,6 +51,7 @@ def define_tables(suffix: str = "") -> ViewTables:
         Column("task_status", String(64)),
         Column("driver", String(32), nullable=False),
         Column("target", Text, nullable=False),
+        Column("policy", JSON),  # {schedule, keep_days} of SnapshotPolicySet; null: none
     ), Table(
         "view_history" + suffix, metadata,
         Column("event_id", String(64), primary_key=True),
@@ -79,7 +80,7 @@ snapshots, clusters, history = LIVE.snapshots, LIVE.clusters, LIVE.history
 
 SNAPSHOT_FIELDS = ("name", "cluster_name", "status", "snapshot_type", "description",
                    "size_bytes", "started_at", "finished_at", "failure_reason", "warning")
-CLUSTER_FIELDS = ("name", "status", "task_status", "driver", "target")
+CLUSTER_FIELDS = ("name", "status", "task_status", "driver", "target", "policy")
 
 
 def connect(url: str | URL) -> Engine:
@@ -144,6 +145,14 @@ def snapshot_history(engine: Engine, name: str) -> list[dict]:
              .order_by(history.c.sequence))
     with engine.connect() as connection:
         return [_event(row) for row in connection.execute(query).mappings()]
+
+
+def cluster_history(engine: Engine, name: str, limit: int = 1000) -> list[dict]:
+    """The cluster's events (its snapshots' included), oldest first, the latest `limit`."""
+    query = (select(history).where(history.c.cluster_key == name_key(name))
+             .order_by(history.c.sequence.desc()).limit(limit))
+    with engine.connect() as connection:
+        return [_event(row) for row in reversed(connection.execute(query).mappings().all())]
 
 
 def command_events(engine: Engine, command_id: str) -> list[dict]:

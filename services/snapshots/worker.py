@@ -132,6 +132,8 @@ def create_service_worker(settings: Settings, parts: ServiceParts) -> faust.App:
     async def run_background_jobs():
         parts.jobs.every("reconcile", settings.reconcile_interval_seconds,
                          lambda: parts.reconciler.reconcile(ownership.owner_of))
+        parts.jobs.every("schedule", settings.scheduler_interval_seconds,
+                         lambda: parts.scheduler.tick(ownership.owner_of))
 
     @app.on_before_shutdown.connect
     async def stop_background_jobs(sender, **kwargs):

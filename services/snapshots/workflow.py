@@ -37,6 +37,7 @@ from services.snapshots import logs, metrics
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.drivers import DriverError
 from services.snapshots.freezing import Freezer
+from services.snapshots.handlers import ExpireSnapshot, TakeScheduledSnapshot
 from services.snapshots.threads import ThreadPool
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,12 @@ class SnapshotWorkflow:
         self._partition_of: dict[str, int | None] = {}
 
     def on_accepted(self, command: c.Command, partition: int | None = None) -> None:
-        if isinstance(command, c.CreateSnapshotRequested):
+        if isinstance(command, (c.CreateSnapshotRequested, TakeScheduledSnapshot)):
             self.start(command.cluster_name, partition)
         elif isinstance(command, c.RestoreSnapshotRequested):
             self._spawn("restore:" + name_key(command.snapshot_name), self.restore(command.snapshot_name),
                         partition)
-        elif isinstance(command, c.DeleteSnapshotRequested):
+        elif isinstance(command, (c.DeleteSnapshotRequested, ExpireSnapshot)):
             self.delete_files(command.cluster_name, command.snapshot_name)
 
     def start(self, cluster_name: str, partition: int | None = None) -> None:

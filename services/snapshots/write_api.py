@@ -18,8 +18,9 @@ from sqlalchemy.exc import IntegrityError
 
 from events import commands as c
 from events.codec import command_envelope
-from events.vocabulary import DriverName
+from events.vocabulary import DriverName, RejectionCode, SnapshotType
 from services.snapshots import auth, views
+from services.snapshots.policies import check_policy, check_retention
 from services.snapshots.rules import (CommandNotAccepted, check_cluster_name, check_description,
                                       check_snapshot_name)
 from services.snapshots.targets import AllowedTargets, check_target
@@ -38,6 +39,12 @@ class NewSnapshot(BaseModel):
     cluster_name: str = Field(min_length=1, max_length=256)
     snapshot_name: str = Field(min_length=1, max_length=256)
     description: str = Field("", max_length=4096)
+    retention_days: int = Field(-1, ge=-(2**31), le=2**31)
+
+
+class NewPolicy(BaseModel):
+    schedule: str = Field(min_length=1, max_length=256)
+    keep_days: int = Field(ge=-(2**31), le=2**31)
 
 
 class NewRestore(BaseModel):
@@ -73,7 +80,7 @@ def command_routes(engine: Engine, send, allowed: AllowedTargets) -> APIRouter:
                               actor: TokenInfo = Depends(auth.require(Role.OPERATOR)),
                               idempotency_key: str | None = Header(None, max_length=256)) -> dict:
         _check(lambda: (check_cluster_name(body.cluster_name), check_snapshot_name(body.snapshot_name),
-                        check_description(body.description)))
+                        check_description(body.description), check_retention(body.retention_days)))
         return await publish(c.CreateSnapshotRequested(**body.model_dump()), actor, idempotency_key, response)
 
     @router.delete("/snapshots/{name}", status_code=202)
@@ -81,6 +88,9 @@ def command_routes(engine: Engine, send, allowed: AllowedTargets) -> APIRouter:
                               actor: TokenInfo = Depends(auth.require(Role.OPERATOR)),
                               idempotency_key: str | None = Header(None, max_length=256)) -> dict:
         snapshot = _snapshot(engine, name)
+        if snapshot["snapshot_type"] == SnapshotType.AUTOMATED:
+            raise Refused(422, RejectionCode.SNAPSHOT_AUTOMATED, f"snapshot {snapshot['name']!r} is Automated: "
+                          "its policy's retention deletes it")
         command = c.DeleteSnapshotRequested(cluster_name=snapshot["cluster_name"], snapshot_name=snapshot["name"])
         return await publish(command, actor, idempotency_key, response)
 
@@ -101,6 +111,21 @@ def command_routes(engine: Engine, send, allowed: AllowedTargets) -> APIRouter:
         _check(lambda: (check_cluster_name(body.cluster_name),
                         check_target(body.driver, body.target, allowed)))
         return await publish(c.RegisterCluster(**body.model_dump()), actor, idempotency_key, response)
+
+    @router.put("/clusters/{name}/policy", status_code=202)
+    async def set_policy(name: str, body: NewPolicy, response: Response,
+                         actor: TokenInfo = Depends(auth.require(Role.OPERATOR)),
+                         idempotency_key: str | None = Header(None, max_length=256)) -> dict:
+        _check(lambda: check_policy(body.schedule, body.keep_days))
+        command = c.SetSnapshotPolicy(cluster_name=_cluster(engine, name)["name"], **body.model_dump())
+        return await publish(command, actor, idempotency_key, response)
+
+    @router.delete("/clusters/{name}/policy", status_code=202)
+    async def remove_policy(name: str, response: Response,
+                            actor: TokenInfo = Depends(auth.require(Role.OPERATOR)),
+                            idempotency_key: str | None = Header(None, max_length=256)) -> dict:
+        command = c.RemoveSnapshotPolicy(cluster_name=_cluster(engine, name)["name"])
+        return await publish(command, actor, idempotency_key, response)
 
     @router.get("/commands/{command_id}", dependencies=[Depends(auth.require(Role.VIEWER))])
     def command_state(command_id: str) -> dict:
@@ -127,6 +152,13 @@ def _snapshot(engine: Engine, name: str) -> dict:
     if snapshot is None:
         raise Refused(404, "unknown_snapshot", f"snapshot {name[:80]!r} not found")
     return snapshot
+
+
+def _cluster(engine: Engine, name: str) -> dict:
+    cluster = views.get_cluster(engine, name)
+    if cluster is None:
+        raise Refused(404, "unknown_cluster", f"cluster {name[:80]!r} not found")
+    return cluster
 
 
 def _payload_hash(command: c.Command) -> str:
