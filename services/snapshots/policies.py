@@ -77,9 +77,12 @@ def slot_command_id(cluster_name: str, slot: datetime) -> str:
     return str(uuid5(_IDS, f"slot:{name_key(cluster_name)}:{slot.astimezone(timezone.utc):%Y-%m-%dT%H:%M}"))
 
 
-def expiry_command_id(snapshot_name: str) -> str:
-    """The id of the command that deletes an expired snapshot (names are never reused)."""
-    return str(uuid5(_IDS, f"expire:{name_key(snapshot_name)}"))
+def expiry_command_id(snapshot_name: str, version: int) -> str:
+    """The id of the command that deletes an expired snapshot, as of the snapshot's
+    aggregate version: every instance derives the same id from the same state, and a
+    command refused because the snapshot changed under it (a restore began) is not the one
+    issued once it has settled again. (Snapshot names are never reused.)"""
+    return str(uuid5(_IDS, f"expire:{name_key(snapshot_name)}:{version}"))
 
 
 def _rate_seconds(schedule: str) -> int:

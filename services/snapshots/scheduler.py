@@ -12,8 +12,8 @@ partition this worker owns:
   downtime the slots missed before it are not taken.
 - **Retention.** A snapshot past its retention (`Snapshot.is_expired`: Automated ones after
   the keep_days in force when they were taken, manual ones after their retention_days)
-  gets an `ExpireSnapshot` with an id derived from its name: `SnapshotDeleted` (reason
-  `expired`) once, then its files are removed by the retried delete job. A deleted
+  gets an `ExpireSnapshot` with an id derived from its name and aggregate version:
+  `SnapshotDeleted` (reason `expired`) once (a deleted snapshot cannot be deleted again), then its files are removed by the retried delete job. A deleted
   snapshot whose directory is still there (a crash before the job finished) has it
   removed again at the next pass.
 
@@ -61,7 +61,7 @@ class Scheduler:
             if partition is None:
                 continue
             if snapshot.is_expired(now):
-                issued += await self._issue(expiry_command_id(snapshot.snapshot_name),
+                issued += await self._issue(expiry_command_id(snapshot.snapshot_name, snapshot.version),
                                             ExpireSnapshot(cluster_name=snapshot.cluster_name,
                                                            snapshot_name=snapshot.snapshot_name), partition)
             elif snapshot.deleted and self._workflow.snapshot_directory(

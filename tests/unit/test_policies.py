@@ -79,4 +79,5 @@ def test_command_ids_are_the_same_for_one_slot_and_differ_between_slots_and_clus
     assert slot_command_id("dws-prod-1", slot) == slot_command_id("DWS-Prod-1", slot.astimezone(timezone.max))
     assert slot_command_id("dws-prod-1", slot) != slot_command_id("dws-prod-2", slot)
     assert slot_command_id("dws-prod-1", slot) != slot_command_id("dws-prod-1", slot.replace(minute=1))
-    assert expiry_command_id("Nightly-01") == expiry_command_id("nightly-01") != slot_command_id("nightly-01", slot)
+    assert expiry_command_id("Nightly-01", 3) == expiry_command_id("nightly-01", 3) != slot_command_id("nightly-01", slot)
+    assert expiry_command_id("nightly-01", 3) != expiry_command_id("nightly-01", 5)
