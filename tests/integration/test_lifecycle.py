@@ -176,3 +176,40 @@ async def test_files_a_crash_left_behind_a_deleted_snapshot_are_removed_by_the_n
     assert parts.workflow.snapshot_directory(CLUSTER, "manual-2").exists()
     assert await parts.tick() == 0
     assert not parts.workflow.snapshot_directory(CLUSTER, "manual-2").exists()
+
+
+@pytest.mark.postgres
+def test_two_instances_issuing_one_slot_at_the_same_moment_take_it_once(tmp_path, postgres_database):
+    """Two applications on one PostgreSQL store (as two service instances during a
+    rebalance) handle the same slot's command in parallel threads."""
+    import threading
+
+    from tests.conftest import postgres_dsn
+
+    clock = tmp_path / "clock"
+    set_test_clock(clock, T0.replace(hour=10, minute=0, second=3))
+    settings = Settings(data_dir=tmp_path, event_store="postgres", postgres_dsn=postgres_dsn(postgres_database),
+                        test_clock_file=clock, allowed_targets="*")
+    first, second = bootstrap.make_application(settings), bootstrap.make_application(settings)
+    first.handle("reg", RegisterCluster(cluster_name=CLUSTER, driver="sqlite", target=str(tmp_path / "w.sqlite")))
+    first.handle("p", SetSnapshotPolicy(cluster_name=CLUSTER, schedule="rate(1 hour)", keep_days=1))
+    set_test_clock(clock, T0.replace(hour=11, minute=0, second=3))
+    slot = T0.replace(hour=11, minute=0)
+    for round_ in range(5):
+        slot = slot + timedelta(hours=1)
+        barrier, outcomes = threading.Barrier(2), []
+
+        def fire(app):
+            barrier.wait()
+            outcomes.append(app.handle(slot_command_id(CLUSTER, slot), TakeScheduledSnapshot(
+                cluster_name=CLUSTER, slot=slot)))
+        threads = [threading.Thread(target=fire, args=(app,)) for app in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(outcomes) == [Outcome.ACCEPTED, Outcome.DUPLICATE]
+        # Unlock for the next round, as the workflow would.
+        first.fail_snapshot(CLUSTER, f"auto-{CLUSTER}-{slot:%Y%m%d%H%M}", "not run in this test")
+    started = [type(first.mapper.to_domain_event(n)).__name__ for n in first.recorder.select_notifications(1, 1000)]
+    assert started.count("SnapshotStarted") == 5 and "ScheduledSnapshotSkipped" not in started
