@@ -18,7 +18,7 @@ from events.vocabulary import DeletionReason, SnapshotType
 from services.snapshots.domain import Cluster, Snapshot, cluster_id, snapshot_id
 from services.snapshots.policies import automated_snapshot_name, check_policy, check_retention
 from services.snapshots.rules import (CommandNotAccepted, DuplicateClusterName,
-                                      DuplicateSnapshotName, UnknownSnapshot, check_description,
+                                      DuplicateSnapshotName, check_description,
                                       check_snapshot_name)
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def take_scheduled_snapshot(app: "SnapshotsApplication", cmd: TakeScheduledSnaps
         raise CommandNotAccepted(f"cluster {cluster.cluster_name!r} has no snapshot policy any more")
     name = automated_snapshot_name(cluster.cluster_name, cmd.slot)
     try:
-        return _start_snapshot(app, cluster, name, f"policy {cluster.policy.schedule}", command_id,
+        return _start_snapshot(app, cluster, name, f"policy {cluster.policy.schedule}"[:256], command_id,
                                SnapshotType.AUTOMATED, cluster.policy.keep_days)
     except CommandNotAccepted as refusal:
         cluster.skip_slot(cmd.slot, str(refusal.code), command_id)
@@ -131,7 +131,7 @@ def take_scheduled_snapshot(app: "SnapshotsApplication", cmd: TakeScheduledSnaps
 def expire_snapshot(app: "SnapshotsApplication", cmd: ExpireSnapshot, command_id: str):
     snapshot = app.get_snapshot_of(cmd.cluster_name, cmd.snapshot_name)
     if not snapshot.is_expired(app.clock.now()):
-        raise UnknownSnapshot(f"snapshot {cmd.snapshot_name!r} has not expired")
+        raise CommandNotAccepted(f"snapshot {cmd.snapshot_name!r} has not expired, or is not settled")
     snapshot.delete(command_id, DeletionReason.EXPIRED)
     return [snapshot]
 
