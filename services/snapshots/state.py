@@ -14,6 +14,7 @@ from sqlalchemy import Engine, func, select
 
 from events.vocabulary import ClusterStatus, TaskStatus
 from services.snapshots.application import SnapshotsApplication
+from services.snapshots.policies import interval_seconds
 from services.snapshots.projection import POSITION
 from services.snapshots.relay import Relay
 from services.snapshots.views import LIVE
@@ -81,6 +82,17 @@ def last_successes(engine: Engine) -> list[tuple[str, datetime]]:
         return list(connection.execute(query).all())
 
 
+def policy_intervals(engine: Engine, now: datetime | None = None) -> list[tuple[str, float]]:
+    """Each cluster with a policy, and the time between its policy's slots (for a cron
+    schedule: from the latest slot to the next)."""
+    clusters = LIVE.clusters
+    now = now or datetime.now(timezone.utc)
+    with engine.connect() as connection:
+        rows = connection.execute(select(clusters.c.name, clusters.c.policy)
+                                  .where(clusters.c.policy.is_not(None))).all()
+    return [(name, interval_seconds(policy["schedule"], now)) for name, policy in rows if policy]
+
+
 def epoch_seconds(moment: datetime) -> float:
     if moment.tzinfo is None:  # SQLite keeps no zone; everything is stored in UTC
         moment = moment.replace(tzinfo=timezone.utc)
@@ -129,11 +141,18 @@ class StateCollector:
                      _by_cluster("dws_snapshots_frozen_since_timestamp_seconds", "Clusters locked "
                                  "for a snapshot now: when they were locked", locked_since(self._views)),
                      _by_cluster("dws_snapshots_last_success_timestamp_seconds", "When each "
-                                 "cluster's last successful snapshot completed", last_successes(self._views))))
+                                 "cluster's last successful snapshot completed", last_successes(self._views)),
+                     _values_by_cluster("dws_snapshots_policy_interval_seconds", "The time between "
+                                        "the slots of each cluster's snapshot policy",
+                                        policy_intervals(self._views))))
 
 
 def _by_cluster(name: str, documentation: str, moments: list[tuple[str, datetime]]) -> GaugeMetricFamily:
+    return _values_by_cluster(name, documentation, [(cluster, epoch_seconds(moment)) for cluster, moment in moments])
+
+
+def _values_by_cluster(name: str, documentation: str, values: list[tuple[str, float]]) -> GaugeMetricFamily:
     gauge = GaugeMetricFamily(name, documentation, labels=["cluster"])
-    for cluster, moment in moments:
-        gauge.add_metric([cluster], epoch_seconds(moment))
+    for cluster, value in values:
+        gauge.add_metric([cluster], value)
     return gauge

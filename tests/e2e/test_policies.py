@@ -54,6 +54,8 @@ def test_a_policy_is_set_shown_and_refused_when_invalid_through_the_cli(clocked)
     shown = snapshotctl("policy", "show", CLUSTER, "--json", env=env)
     assert '"schedule": "rate(1 hour)"' in shown.stdout and '"keep_days": 1' in shown.stdout
     assert clocked.get(f"/clusters/{CLUSTER}").json()["policy"] == {"schedule": "rate(1 hour)", "keep_days": 1}
+    scraped = clocked.request("GET", "/metrics").text
+    assert f'dws_snapshots_policy_interval_seconds{{cluster="{CLUSTER}"}} 3600.0' in scraped
     viewer = clocked.create_token("policy-viewer", "viewer")
     refused = clocked.request("PUT", f"/clusters/{CLUSTER}/policy", token=viewer,
                               json={"schedule": "rate(1 hour)", "keep_days": 2})
