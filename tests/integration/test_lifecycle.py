@@ -11,6 +11,7 @@ from services.snapshots import bootstrap
 from services.snapshots.application import Outcome
 from services.snapshots.clock import set_test_clock
 from services.snapshots.demo import create_demo_warehouse
+from services.snapshots.domain import snapshot_id
 from services.snapshots.handlers import ExpireSnapshot, TakeScheduledSnapshot
 from services.snapshots.policies import expiry_command_id, slot_command_id
 from services.snapshots.scheduler import Scheduler
@@ -213,3 +214,49 @@ def test_two_instances_issuing_one_slot_at_the_same_moment_take_it_once(tmp_path
         first.fail_snapshot(CLUSTER, f"auto-{CLUSTER}-{slot:%Y%m%d%H%M}", "not run in this test")
     started = [type(first.mapper.to_domain_event(n)).__name__ for n in first.recorder.select_notifications(1, 1000)]
     assert started.count("SnapshotStarted") == 5 and "ScheduledSnapshotSkipped" not in started
+
+
+async def test_the_scheduler_job_outlives_an_event_store_outage_across_a_slot_and_fires_it_once(
+        tmp_path, private_postgres, monkeypatch, caplog):
+    """The periodic job on a private PostgreSQL event store that stops (immediate, as a
+    crash) just before a slot and comes back after it: the passes in between fail and are
+    logged, the job keeps running, and the slot is taken once when the store is back."""
+    import asyncio
+
+    from services.snapshots.jobs import Jobs
+
+    monkeypatch.setenv("POSTGRES_CONNECT_TIMEOUT", "1")
+    clock = tmp_path / "clock"
+    set_test_clock(clock, T0)
+    settings = Settings(data_dir=tmp_path / "data", event_store="postgres", allowed_targets="*",
+                        postgres_dsn=private_postgres.create_database("snapshots"), test_clock_file=clock)
+    app = bootstrap.make_application(settings)
+    workflow = bootstrap.make_workflow(app, bootstrap.make_drivers(settings), settings.snapshot_repository, 30)
+    scheduler = Scheduler(app, workflow, workflow._store)
+    warehouse = tmp_path / "warehouse.sqlite"
+    create_demo_warehouse(warehouse, 20, 100)
+    app.handle("reg", RegisterCluster(cluster_name=CLUSTER, driver="sqlite", target=str(warehouse)))
+    app.handle("p", SetSnapshotPolicy(cluster_name=CLUSTER, schedule="rate(1 hour)", keep_days=1))
+    jobs = Jobs()
+    jobs.every("schedule", 0.2, lambda: scheduler.tick(owns_all))
+    try:
+        private_postgres.stop("immediate")
+        set_test_clock(clock, T0.replace(hour=10, minute=0, second=4))
+        await asyncio.sleep(14)  # a store call gives up after 10 tries of 1 s
+        private_postgres.start()
+        name = "auto-dws-life-1-202603011000"
+        for _ in range(300):
+            snapshot = await asyncio.to_thread(app.find, snapshot_id(name))
+            if snapshot is not None and snapshot.status == "Available":
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"{name} was not taken after the store came back")
+        await asyncio.sleep(1)  # more passes: nothing more may happen
+    finally:
+        await jobs.stop()
+        await workflow.wait_idle()
+    types = [type(app.mapper.to_domain_event(n)).__name__ for n in app.recorder.select_notifications(1, 1000)]
+    assert types.count("SnapshotStarted") == 1 and "ScheduledSnapshotSkipped" not in types
+    assert "periodic job schedule failed" in caplog.text
+    app.close()
