@@ -47,6 +47,9 @@ class ClusterRestarted(Event):
 class SnapshotStarted(SnapshotEvent):
     description: str
     snapshot_type: SnapshotType
+    #: Days the snapshot is kept from its start, then expires (deleted, reason `expired`);
+    #: -1: forever. An Automated one: its policy's keep_days when it was taken.
+    retention_days: int = -1
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -195,8 +195,6 @@ class Snapshot(CausedByCommand):
 
     class SnapshotStarted(CausedByCommand.Created, published.SnapshotStarted):
         started_at: datetime
-        #: Days until it expires (an Automated one: its policy's keep_days then); -1: never.
-        retention_days: int = -1
 
     @event(SnapshotStarted)
     def __init__(self, cluster_name: str, snapshot_name: str, description: str,

@@ -175,7 +175,8 @@ class Projection:
             key=name_key(data["snapshot_name"]), name=data["snapshot_name"],
             cluster_name=data["cluster_name"], status=SnapshotStatus.CREATING,
             snapshot_type=data["snapshot_type"], description=data["description"],
-            started_at=envelope.time, sequence=int(envelope.sequence)))
+            started_at=envelope.time, sequence=int(envelope.sequence),
+            retention_days=data.get("retention_days", -1)))
 
     def _when_snapshot_completed(self, tx, data, envelope) -> None:
         self._update_snapshot(tx, data, status=SnapshotStatus.AVAILABLE, size_bytes=data["size_bytes"],

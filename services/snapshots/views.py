@@ -4,7 +4,7 @@ Written only by the projection; read by the HTTP API. SQLite file by default, th
 PostgreSQL database of the event store when that is configured."""
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import (JSON, URL, BigInteger, Column, DateTime, Engine, MetaData, String,
                         Table, Text, create_engine, func, inspect, select, text)
@@ -43,6 +43,7 @@ def define_tables(suffix: str = "") -> ViewTables:
         Column("failure_reason", Text),
         Column("warning", Text),
         Column("sequence", BigInteger, nullable=False),
+        Column("retention_days", BigInteger),  # -1: kept forever (null: a view from before)
     ), Table(
         "view_clusters" + suffix, metadata,
         Column("key", String(256), primary_key=True),
@@ -79,7 +80,8 @@ metadata = LIVE.metadata
 snapshots, clusters, history = LIVE.snapshots, LIVE.clusters, LIVE.history
 
 SNAPSHOT_FIELDS = ("name", "cluster_name", "status", "snapshot_type", "description",
-                   "size_bytes", "started_at", "finished_at", "failure_reason", "warning")
+                   "size_bytes", "started_at", "finished_at", "failure_reason", "warning",
+                   "retention_days")
 CLUSTER_FIELDS = ("name", "status", "task_status", "driver", "target", "policy")
 
 
@@ -179,9 +181,17 @@ def get_cluster(engine: Engine, name: str) -> dict | None:
 
 def _snapshot(row) -> dict:
     item = dict(row)
+    retention = item["retention_days"] if item["retention_days"] is not None else -1
+    item["retention_days"] = retention
+    item["expires_at"] = _iso(_utc(item["started_at"]) + timedelta(days=retention)) \
+        if retention > 0 and item["started_at"] else None
     for field in ("started_at", "finished_at"):
         item[field] = _iso(item[field])
     return item
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -74,7 +74,9 @@ def test_each_slot_fires_once_with_the_service_killed_around_the_slot_boundary(c
     clocked.kill("service")                  # killed during (or just after) the slot's snapshot
     clocked.start_part("service", "service")
     snapshot = available(clocked, auto(at(11)))
-    assert snapshot["snapshot_type"] == "Automated"
+    assert (snapshot["snapshot_type"], snapshot["retention_days"]) == ("Automated", 1)
+    assert snapshot["started_at"].startswith("2026-04-01T11:00:0")  # the service's clock
+    assert snapshot["expires_at"] == (datetime.fromisoformat(snapshot["started_at"]) + timedelta(days=1)).isoformat()
     clocked.kill("service")
     clocked.start_part("service", "service")  # a third start in the same slot
     set_time(clocked, at(11, 30))
@@ -120,6 +122,9 @@ def test_expiry_deletes_exactly_the_expired_snapshots_once_and_users_cannot_dele
     for name, days in (("manual-keep-1", "1"), ("manual-forever", "-1")):
         done = snapshotctl("create", CLUSTER, name, "--retention-days", days, "--wait", env=env)
         assert done.returncode == 0, done.stderr
+    assert available(clocked, "manual-keep-1")["retention_days"] == 1
+    forever = available(clocked, "manual-forever")
+    assert (forever["retention_days"], forever["expires_at"]) == (-1, None)
     bad = snapshotctl("create", CLUSTER, "manual-bad", "--retention-days", "0", env=env)
     assert bad.returncode == 1 and "invalid_command" in bad.stderr
     assert snapshotctl("policy", "remove", CLUSTER, env=env).returncode == 0  # no new slots below
