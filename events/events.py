@@ -69,6 +69,8 @@ class SnapshotCompleted(SnapshotEvent):
     started_at: datetime
     finished_at: datetime
     warning: str | None = None
+    #: The snapshot repository holding its files: `local` or `s3://bucket/prefix`.
+    repository: str = "local"
 
 
 @dataclass(frozen=True, kw_only=True)

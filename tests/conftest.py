@@ -57,3 +57,21 @@ def private_postgres_session(private_postgres_template):
     but no faults. A test that stops it must start() it again before it ends."""
     with PrivateServer(private_postgres_template) as server:
         yield server
+
+
+from tests.s3_server import S3Server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One S3-compatible server (moto) for the session; each test makes its own buckets."""
+    with S3Server(tmp_path_factory.mktemp("s3") / "moto.log") as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """The AWS SDK's variables pointing at the test server, for in-process clients."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_server.env

@@ -168,14 +168,15 @@ class SnapshotsApplication(Application):
         self.save(cluster)
 
     def complete_snapshot(self, cluster_name: str, snapshot_name: str, size_bytes: int,
-                          warning: str | None, sha256: str = "", attempt: str | None = None) -> bool:
+                          warning: str | None, sha256: str = "", attempt: str | None = None,
+                          repository: str = "local") -> bool:
         """Record the outcome of the snapshot's workflow; False (nothing recorded) when the
         cluster is no longer creating that snapshot: a stale workflow."""
         cluster = self._creating(cluster_name, snapshot_name)
         if cluster is None:
             return False
         snapshot = self.get_snapshot(cluster.snapshot_name)
-        snapshot.complete(size_bytes, sha256, self.clock.now(), warning, attempt)
+        snapshot.complete(size_bytes, sha256, self.clock.now(), warning, attempt, repository)
         cluster.unlock(snapshot.command_id)
         self.save(snapshot, cluster)
         return True

@@ -31,6 +31,7 @@ from services.snapshots.projection import FollowStore, Projection
 from services.snapshots.reconciler import Reconciler
 from services.snapshots.relay import Relay, SharedProducer
 from services.snapshots.scheduler import Scheduler
+from services.snapshots.repository import Repositories
 from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.settings import Settings
 from services.snapshots.targets import AllowedTargets
@@ -76,7 +77,7 @@ def build_service(settings: Settings) -> ServiceParts:
     store = ThreadPool(settings.store_threads, "store")
     relay_wakeup = Wakeup()
     app = make_application(settings, on_saved=relay_wakeup.set)
-    workflow = make_workflow(app, make_drivers(settings), settings.snapshot_repository,
+    workflow = make_workflow(app, make_drivers(settings), Repositories.from_settings(settings),
                              settings.snapshot_timeout_seconds, store, settings.copy_threads)
     freezer, jobs = workflow.freezer, workflow.freezer.jobs
     producer = SharedProducer(settings.kafka_bootstrap_servers)
@@ -202,7 +203,8 @@ def make_drivers(settings: Settings) -> dict[str, ClusterDriver]:
         log.warning("BENCHMARK DRIVER: snapshots copy nothing")
         return {"sqlite": BenchmarkDriver(), "postgres": BenchmarkDriver()}
     passwords = {target: secret.get_secret_value() for target, secret in settings.cluster_passwords.items()}
-    own_files = (settings.event_store_path, settings.view_path, settings.snapshot_repository)
+    own_files = (settings.event_store_path, settings.view_path, settings.snapshot_repository,
+                 settings.data_dir / "staging")
     return {"sqlite": SQLiteDriver(settings.clusters_dir, forbidden=own_files),
             "postgres": PostgresDriver(passwords, settings.freeze_lock_timeout_seconds,
                                        settings.snapshot_timeout_seconds,

@@ -212,6 +212,7 @@ class Snapshot(CausedByCommand):
         self.sha256: str | None = None
         self.failure_reason: str | None = None
         self.attempt: str | None = None  # the workflow attempt whose files are the snapshot
+        self.repository = "local"  # the repository holding them (set on completion)
         self.restore_target: str | None = None
         self.restore_command_id: str | None = None
         self.deleted = False
@@ -236,11 +237,11 @@ class Snapshot(CausedByCommand):
                 and self.status in (SnapshotStatus.AVAILABLE, SnapshotStatus.FAILED))
 
     def complete(self, size_bytes: int, sha256: str, finished_at: datetime, warning: str | None,
-                 attempt: str | None = None) -> None:
+                 attempt: str | None = None, repository: str = "local") -> None:
         self._complete(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
                        size_bytes=size_bytes, sha256=sha256, started_at=self.started_at,
                        finished_at=finished_at, warning=warning, attempt=attempt,
-                       command_id=self.command_id)
+                       command_id=self.command_id, repository=repository)
 
     class SnapshotCompleted(CausedByCommand.Event, published.SnapshotCompleted):
         sha256: str
@@ -248,11 +249,12 @@ class Snapshot(CausedByCommand):
 
     @event(SnapshotCompleted)
     def _complete(self, cluster_name, snapshot_name, size_bytes, sha256, started_at, finished_at,
-                  warning, command_id, attempt=None):
+                  warning, command_id, attempt=None, repository="local"):
         self.status = SnapshotStatus.AVAILABLE
         self.size_bytes = size_bytes
         self.sha256 = sha256
         self.attempt = attempt
+        self.repository = repository
 
     def fail(self, reason: str, finished_at: datetime) -> None:
         self._fail(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,

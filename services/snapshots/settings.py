@@ -80,6 +80,16 @@ class Settings(BaseSettings):
     #: How long /health waits for the store, the views and the broker, each.
     health_timeout_seconds: float = Field(2.0, gt=0)
 
+    #: Where snapshots are written: `local` (`<data dir>/snapshots`) or `s3://bucket/prefix`
+    #: (endpoint, region and credentials from the AWS SDK's own variables, never here).
+    repository: str = "local"
+    #: Repository URLs a `CopySnapshotRequested` may name (comma-separated).
+    copy_targets: str | None = None
+    #: `auto`, `path` (MinIO or another endpoint without bucket subdomains) or `virtual`.
+    s3_addressing_style: str = Field("auto", pattern="^(auto|path|virtual)$")
+    #: Bytes of each part of an S3 upload, held in memory while a part fills (S3: 5 MiB at least).
+    s3_part_size_bytes: int = Field(8 << 20, ge=5 << 20, le=5 << 30)
+
     @property
     def event_store_path(self) -> Path:
         return self.data_dir / "events.sqlite"

@@ -22,7 +22,6 @@ Store calls run in the store's thread pool; freezes and copies in the Freezer's 
 
 import asyncio
 import logging
-import shutil
 import threading
 import time
 import uuid
@@ -33,11 +32,13 @@ from eventsourcing.persistence import IntegrityError
 
 from events import commands as c
 from events.vocabulary import SnapshotStatus, name_key
+from services.snapshots.domain import snapshot_id
 from services.snapshots import logs, metrics
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.drivers import DriverError
 from services.snapshots.freezing import Freezer
 from services.snapshots.handlers import ExpireSnapshot, TakeScheduledSnapshot
+from services.snapshots.repository import Repositories, SnapshotKey
 from services.snapshots.threads import ThreadPool
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,13 @@ log = logging.getLogger(__name__)
 class SnapshotWorkflow:
     """Runs at most one workflow per cluster (or snapshot) at a time, in the background."""
 
-    def __init__(self, app: SnapshotsApplication, freezer: Freezer, repository: Path,
+    def __init__(self, app: SnapshotsApplication, freezer: Freezer, repository: Repositories | Path,
                  store: ThreadPool):
         self._app = app
         self.freezer = freezer
-        self._repository = repository
+        # A Path: the local repository in that directory (tests, older callers).
+        self.repositories = (repository if isinstance(repository, Repositories)
+                             else Repositories.local_only(Path(repository)))
         self._store = store
         self._running: dict[str, asyncio.Task] = {}
         self._partition_of: dict[str, int | None] = {}
@@ -75,6 +78,7 @@ class SnapshotWorkflow:
         """Start again every workflow the store shows unfinished, for clusters this worker
         owns (`owns(name)` gives the owning partition, or None); returns how many."""
         clusters, restoring = await self._store.run(self._unfinished)
+        self.freezer.jobs.retry_until_done("abort-orphaned-uploads", self.abort_orphaned_uploads)
         resumed = 0
         for cluster in clusters:
             if (partition := owns(cluster.cluster_name)) is not None and not self.is_running(cluster.cluster_name):
@@ -102,24 +106,38 @@ class SnapshotWorkflow:
         while self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
 
-    def snapshot_directory(self, cluster_name: str, snapshot_name: str) -> Path:
-        # Both names passed the domain's name rule, so they are safe path components.
-        return self._repository / name_key(cluster_name) / name_key(snapshot_name)
-
     def directory_of(self, cluster_name: str, snapshot_name: str, attempt: str | None = None) -> Path:
-        """Where an attempt's files are (snapshots completed before attempts existed have
-        their files in the snapshot's directory itself)."""
-        directory = self.snapshot_directory(cluster_name, snapshot_name)
-        return directory / attempt if attempt else directory
+        """Where an attempt's files are written in the default repository (snapshots
+        completed before attempts existed have theirs in the snapshot's directory itself)."""
+        return self.repositories.default.directory(SnapshotKey(cluster_name, snapshot_name, attempt))
 
-    def delete_files(self, cluster_name: str, snapshot_name: str, attempt: str | None = None) -> None:
-        directory = self.directory_of(cluster_name, snapshot_name, attempt)
+    def delete_files(self, cluster_name: str, snapshot_name: str, attempt: str | None = None,
+                     repository: str | None = None) -> None:
+        """Remove an attempt's files (no attempt: the snapshot's, from the repository its
+        completion names, and every copy), retried until done."""
+        key = SnapshotKey(cluster_name, snapshot_name, attempt)
 
         async def delete() -> None:
-            await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
-            if directory.exists():
-                raise OSError(f"{directory} is still there")
-        self.freezer.jobs.retry_until_done(f"delete:{directory}", delete)
+            urls = [repository] if repository else await self._store.run(self._repositories_of, key)
+            for url in urls:
+                await asyncio.to_thread(self.repositories.get(url).delete, key)
+        self.freezer.jobs.retry_until_done(f"delete:{repository or ''}:{key.path}", delete)
+
+    def _repositories_of(self, key: SnapshotKey) -> list[str]:
+        snapshot = self._app.find(snapshot_id(key.snapshot_name))
+        if snapshot is None:
+            return [self.repositories.default.url]
+        return [getattr(snapshot, "repository", None) or "local", *getattr(snapshot, "copies", {})]
+
+    async def abort_orphaned_uploads(self) -> None:
+        """Abort unfinished uploads whose snapshot no workflow is writing (their writer
+        died); a resumed workflow aborts those of its snapshot's earlier attempts itself."""
+        for repository in {self.repositories.default, *map(self.repositories.get, self.repositories.copy_targets)}:
+            if aborted := await asyncio.to_thread(repository.abort_uploads, self._writers):
+                log.info("aborted %d unfinished uploads in %s", aborted, repository.url)
+
+    def _writers(self) -> set[tuple[str, str]]:
+        return {(name_key(c.cluster_name), name_key(c.snapshot_name)) for c in self._app.clusters_creating_snapshots()}
 
     async def run(self, cluster_name: str) -> None:
         cluster = await self._store.run(self._app.get_cluster, cluster_name)
@@ -154,8 +172,8 @@ class SnapshotWorkflow:
             frozen_at = time.monotonic()
             if not cluster.read_only:
                 await self._store.run(self._app.make_read_only, cluster_name, snapshot_name)
-            directory = self.directory_of(cluster_name, snapshot_name, attempt)
-            outcome = await self.freezer.copy(frozen, directory, cancel)
+            key, repository = SnapshotKey(cluster_name, snapshot_name, attempt), self.repositories.default
+            outcome = await self.freezer.copy(repository.source(frozen, key), repository.directory(key), cancel)
         except (asyncio.CancelledError, IntegrityError):
             cancel.set()
             await self._release(driver, cluster.target, frozen, frozen_at)
@@ -168,7 +186,7 @@ class SnapshotWorkflow:
             log.warning("snapshot %s of %s is stale: another snapshot runs; leaving its freeze",
                         snapshot_name, cluster_name)
             await asyncio.shield(self.freezer.abandon(frozen))
-            self.delete_files(cluster_name, snapshot_name, attempt)
+            self.delete_files(cluster_name, snapshot_name, attempt, self.repositories.default.url)
             return "stale"
         await self._release(driver, cluster.target, frozen, frozen_at)
         return await self._record(cluster_name, snapshot_name, attempt, outcome)
@@ -182,16 +200,17 @@ class SnapshotWorkflow:
     async def _record(self, cluster_name: str, snapshot_name: str, attempt: str, outcome) -> str:
         if isinstance(outcome, str):
             failed = await self._store.run(self._app.fail_snapshot, cluster_name, snapshot_name, outcome)
-            self.delete_files(cluster_name, snapshot_name, attempt)
+            self.delete_files(cluster_name, snapshot_name, attempt, self.repositories.default.url)
             return "failed" if failed else "stale"
         recorded = False
         try:
             recorded = await self._store.run(self._app.complete_snapshot, cluster_name, snapshot_name,
-                                             outcome.size_bytes, outcome.warning, outcome.sha256, attempt)
+                                             outcome.size_bytes, outcome.warning, outcome.sha256, attempt,
+                                             self.repositories.default.url)
         finally:
             if not recorded:  # a stale attempt: its files are nobody's snapshot
                 log.info("attempt %s of snapshot %s was not recorded; removing its files", attempt, snapshot_name)
-                self.delete_files(cluster_name, snapshot_name, attempt)
+                self.delete_files(cluster_name, snapshot_name, attempt, self.repositories.default.url)
         return "completed" if recorded else "stale"
 
     async def restore(self, snapshot_name: str) -> None:
@@ -199,11 +218,14 @@ class SnapshotWorkflow:
         if snapshot.status != SnapshotStatus.RESTORING:
             return
         source = await self._store.run(self._app.get_cluster, snapshot.cluster_name)
-        directory = self.directory_of(source.cluster_name, snapshot.snapshot_name, snapshot.attempt)
+        key = SnapshotKey(source.cluster_name, snapshot.snapshot_name, snapshot.attempt)
+
+        def restore(driver) -> str:  # from the repository the snapshot was written to
+            with self.repositories.get(snapshot.repository).fetched(key) as directory:
+                return driver.restore(directory, source.target, snapshot.restore_target, snapshot.sha256)
         try:
             driver = self.freezer.driver(source.driver)
-            target = await asyncio.to_thread(driver.restore, directory, source.target,
-                                             snapshot.restore_target, snapshot.sha256)
+            target = await asyncio.to_thread(restore, driver)
         except Exception as error:  # noqa: BLE001 - reported as RestoreFailed
             log.warning("restore of %s failed: %s", snapshot_name, _reason(error))
             await self._store.run(self._app.fail_restore, snapshot_name, _reason(error))

@@ -44,7 +44,7 @@ from events.vocabulary import name_key
 from services.snapshots.drivers import postgres_freeze
 from services.snapshots.drivers.base import (CleanupPending, CopyCancelled, DriverError, Progress, SnapshotFiles,
                                              verify_manifest, write_manifest)
-from services.snapshots.drivers.tools import run_tool, tool_environment
+from services.snapshots.drivers.tools import run_tool, stream_tool, tool_environment
 
 FREEZE_SCHEMA = postgres_freeze.SCHEMA
 DEAD_ROW_SHARE = 0.2  # warn when dead rows are at least this share of a table's rows
@@ -76,6 +76,29 @@ class FrozenPostgres:
         files = write_manifest(directory, dump, driver="postgres", server_version=version,
                                row_counts=counts)
         return SnapshotFiles(files.directory, files.size_bytes, files.sha256, dead_row_warning(tables))
+
+    stream_name = "database.pgdump"
+
+    def stream_to(self, write: Callable[[bytes], None], cancel: threading.Event | None = None,
+                  progress: Progress | None = None) -> tuple[dict, str | None]:
+        """The dump of `copy_to`, handed to `write` block by block as pg_dump produces it
+        (an S3 repository uploads it: no local file); returns the manifest's facts and the
+        warning. The caller computes the size and sha256 of what it received."""
+        total, done = (self._database_size() if progress else None), [0]
+
+        def received(block: bytes) -> None:
+            write(block)
+            done[0] += len(block)
+
+        report = (lambda: progress(done[0], total)) if progress else None
+        env = tool_environment(self._driver._passwords.get(self._target))
+        stream_tool(["pg_dump", "--format=custom", "--no-password", f"--exclude-schema={FREEZE_SCHEMA}",
+                     f"--dbname={self._target}"], env, self._driver._tool_timeout, received, cancel, report)
+        if progress:
+            progress(done[0], done[0])
+        version, tables, counts = self._statistics(cancel)
+        return ({"driver": "postgres", "server_version": version, "row_counts": counts},
+                dead_row_warning(tables))
 
     def _dump(self, dump: Path, cancel: threading.Event | None, progress: Progress | None) -> None:
         total = self._database_size() if progress else None

@@ -8,7 +8,9 @@ service's environment (its own secrets included) reaches it. It is polled every
 so no tool outlives the call that started it."""
 
 import os
+import select
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +18,7 @@ from collections.abc import Callable, Mapping
 from services.snapshots.drivers.base import CopyCancelled, DriverError
 
 POLL_SECONDS = 0.1
+STREAM_BLOCK_BYTES = 1 << 20
 STOP_GRACE_SECONDS = 5.0
 PASSED_NAMES = frozenset({"PATH", "HOME", "LANG", "PGPASSFILE"})
 PASSED_PREFIXES = ("LC_", "PGSSL")
@@ -75,3 +78,39 @@ def _stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()
+
+
+def stream_tool(args: list[str], env: dict[str, str], timeout: float, write: Callable[[bytes], None],
+                cancel: threading.Event | None = None, on_poll: Callable[[], None] | None = None) -> None:
+    """Run a tool that writes its output to stdout, handing each block to `write` as it
+    comes (nothing of it is kept on disk); same errors as `run_tool`. If `write` raises,
+    the tool is stopped and the error goes on."""
+    with tempfile.TemporaryFile() as errors:
+        try:
+            process = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=errors)
+        except OSError as error:
+            raise DriverError(f"{args[0]} could not run: {error}") from error
+        deadline = time.monotonic() + timeout
+        with process:
+            try:
+                while True:
+                    ready, _, _ = select.select([process.stdout], [], [], POLL_SECONDS)
+                    if ready:
+                        block = os.read(process.stdout.fileno(), STREAM_BLOCK_BYTES)
+                        if not block:
+                            break
+                        write(block)
+                    if on_poll is not None:
+                        on_poll()
+                    if cancel is not None and cancel.is_set():
+                        raise CopyCancelled(f"{args[0]} was cancelled")
+                    if time.monotonic() >= deadline:
+                        raise DriverError(f"{args[0]} timed out after {timeout:g} s")
+                process.wait(timeout=max(deadline - time.monotonic(), POLL_SECONDS))
+            except BaseException:
+                _stop(process)
+                raise
+        if process.returncode != 0:
+            errors.seek(0)
+            raise DriverError(f"{args[0]} failed: {errors.read().decode(errors='replace').strip()[-500:]}")
