@@ -59,6 +59,12 @@ class RemoveSnapshotPolicy(Command):
     pass
 
 
+class CopySnapshotRequested(Command):
+    snapshot_name: str = _NAME
+    #: A repository URL listed in the service's SNAPSHOT_COPY_TARGETS (else target_not_allowed).
+    target_repository: str = Field(min_length=1, max_length=1024)
+
+
 COMMAND_TYPES: dict[str, type[Command]] = {
     cls.__name__: cls
     for cls in (
@@ -70,5 +76,6 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         RestoreSnapshotRequested,
         SetSnapshotPolicy,
         RemoveSnapshotPolicy,
+        CopySnapshotRequested,
     )
 }

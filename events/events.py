@@ -127,6 +127,23 @@ class RestoreFailed(SnapshotEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SnapshotCopyStarted(SnapshotEvent):
+    target_repository: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotCopied(SnapshotEvent):
+    target_repository: str
+    size_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotCopyFailed(SnapshotEvent):
+    target_repository: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class CommandRejected(Event):
     command_id: str
     command_type: str
@@ -150,6 +167,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RestoreStarted,
         RestoreCompleted,
         RestoreFailed,
+        SnapshotCopyStarted,
+        SnapshotCopied,
+        SnapshotCopyFailed,
         CommandRejected,
         SnapshotPolicySet,
         SnapshotPolicyRemoved,

@@ -67,6 +67,8 @@ def _failure(events: list[dict]) -> str | None:
             return f"snapshot failed: {event['data']['reason']}"
         if event["type"] == "RestoreFailed":
             return f"restore failed: {event['data']['reason']}"
+        if event["type"] == "SnapshotCopyFailed":
+            return f"copy failed: {event['data']['reason']}"
     return None
 
 

@@ -25,7 +25,8 @@ from services.snapshots.domain import (Cluster, CommandContext, CommandRecord, S
 from services.snapshots.clock import Clock
 from services.snapshots.handlers import COMMAND_HANDLERS, INTERNAL_COMMAND_HANDLERS
 from services.snapshots.rules import CommandNotAccepted, UnknownCluster, UnknownSnapshot
-from services.snapshots.targets import AllowedTargets, check_target
+from services.snapshots.repository import RepositoryError, normalized_url
+from services.snapshots.targets import AllowedTargets, TargetNotAllowed, check_target
 
 
 class Outcome(StrEnum):
@@ -62,10 +63,13 @@ class SnapshotsApplication(Application):
     env = {"POSTGRES_CONNECT_TIMEOUT": "5"}
 
     def __init__(self, env=None, on_saved: Callable[[], None] | None = None,
-                 allowed_targets: AllowedTargets | None = None, clock: Clock | None = None):
+                 allowed_targets: AllowedTargets | None = None, clock: Clock | None = None,
+                 copy_targets: tuple[str, ...] = ()):
         super().__init__(env=env)
         #: The time of snapshots' starts and ends, policies' slots and expiry (clock.py).
         self.clock = clock or Clock.from_environment()
+        #: Repository URLs a copy may go to (SNAPSHOT_COPY_TARGETS, normalized).
+        self._copy_targets = copy_targets
         #: Called after every save (the composition root points it at the relay's wake-up).
         self._on_saved = on_saved
         #: Where clusters may live (SNAPSHOT_ALLOWED_TARGETS); None: anywhere (unit tests).
@@ -76,6 +80,20 @@ class SnapshotsApplication(Application):
         connects to it or opens it."""
         if self._allowed_targets is not None:
             check_target(driver, target, self._allowed_targets)
+
+    def check_copy_target(self, url: str, source: str) -> str:
+        """The normalized URL of a copy target listed in SNAPSHOT_COPY_TARGETS, other than
+        the snapshot's own repository; TargetNotAllowed otherwise."""
+        try:
+            target = normalized_url(url)
+        except RepositoryError as error:
+            raise TargetNotAllowed(str(error)) from None
+        if target not in self._copy_targets:
+            raise TargetNotAllowed(f"{url[:200]!r} is not one of this service's copy targets "
+                                   "(SNAPSHOT_COPY_TARGETS)")
+        if target == normalized_url(source):
+            raise TargetNotAllowed(f"the snapshot is kept in {target} already")
+        return target
 
     def _notify(self, recordings) -> None:
         super()._notify(recordings)
@@ -216,6 +234,20 @@ class SnapshotsApplication(Application):
         snapshot = self.get_snapshot(snapshot_name)
         snapshot.fail_restore(reason[:1000])
         self.save(snapshot)
+
+    def complete_copy(self, snapshot_name: str, target: str, size_bytes: int) -> None:
+        snapshot = self.get_snapshot(snapshot_name)
+        snapshot.complete_copy(target, size_bytes)
+        self.save(snapshot)
+
+    def fail_copy(self, snapshot_name: str, target: str, reason: str) -> None:
+        snapshot = self.get_snapshot(snapshot_name)
+        snapshot.fail_copy(target, reason[:1000])
+        self.save(snapshot)
+
+    def snapshots_copying(self) -> Iterator[Snapshot]:
+        """Snapshots with a copy left running by an interrupted worker (read at start-up)."""
+        return (s for s in self._all(Snapshot.SnapshotStarted) if not s.deleted and getattr(s, "copying", None))
 
     # Queries.
 

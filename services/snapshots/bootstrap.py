@@ -184,7 +184,8 @@ def make_application(settings: Settings, on_saved=None, attempts: int = 5) -> Sn
         try:
             return SnapshotsApplication(env=event_store_env(settings), on_saved=on_saved,
                                         allowed_targets=allowed_targets(settings),
-                                        clock=Clock(settings.test_clock_file))
+                                        clock=Clock(settings.test_clock_file),
+                                        copy_targets=Repositories.copy_targets_of(settings))
         except PersistenceError:
             if attempt == attempts - 1:
                 raise

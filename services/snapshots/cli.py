@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from events.commands import (CreateSnapshotRequested, DeleteSnapshotRequested, RegisterCluster,
-                             RestoreSnapshotRequested)
+from events.commands import (CopySnapshotRequested, CreateSnapshotRequested, DeleteSnapshotRequested,
+                             RegisterCluster, RestoreSnapshotRequested)
 from events.kafka import KafkaSettingsError
 from events.vocabulary import DriverName, name_key
 from services.snapshots import bootstrap, replay as replay_jobs, supervisor
@@ -112,6 +112,16 @@ def restore(cluster: str, name: str, target_cluster: str,
     _submit(command, ("POST", f"/snapshots/{quote(name, safe='')}/restore",
                       {"target_cluster_name": target_cluster}), wait, timeout, via, command_id,
             expect_cluster=cluster)
+
+
+@cli.command()
+def copy(cluster: str, name: str, to: str = typer.Option(..., "--to", help="a repository URL in SNAPSHOT_COPY_TARGETS"),
+         wait: bool = typer.Option(False, "--wait"), timeout: float = typer.Option(3600.0),
+         via: str = VIA, command_id: str = COMMAND_ID) -> None:
+    """Copy snapshot NAME of CLUSTER to another repository (s3://bucket/prefix), verified there."""
+    command = CopySnapshotRequested(cluster_name=cluster, snapshot_name=name, target_repository=to)
+    _submit(command, ("POST", f"/snapshots/{quote(name, safe='')}/copy", {"target_repository": to}),
+            wait, timeout, via, command_id, expect_cluster=cluster)
 
 
 @cli.command("register-cluster")
@@ -260,6 +270,8 @@ async def _progress(follower, command_id, command_type) -> str | None:
             failure = f"snapshot failed: {envelope.data['reason']}"
         if envelope.type == "RestoreFailed":
             return f"restore failed: {envelope.data['reason']}"
+        if envelope.type == "SnapshotCopyFailed":
+            return f"copy failed: {envelope.data['reason']}"
         if envelope.data.get("warning"):
             typer.echo(f"warning: {_printable(envelope.data['warning'])}", err=True)
     return failure

@@ -88,6 +88,7 @@ FINAL_EVENTS = {
     "RestoreSnapshotRequested": ("RestoreCompleted", "RestoreFailed"),
     "SetSnapshotPolicy": ("SnapshotPolicySet",),
     "RemoveSnapshotPolicy": ("SnapshotPolicyRemoved",),
+    "CopySnapshotRequested": ("SnapshotCopied", "SnapshotCopyFailed"),
 }
 
 

@@ -213,6 +213,7 @@ class Snapshot(CausedByCommand):
         self.failure_reason: str | None = None
         self.attempt: str | None = None  # the workflow attempt whose files are the snapshot
         self.repository = "local"  # the repository holding them (set on completion)
+        self.copies: dict[str, str] = {}  # copy target URL -> the copying command's id, or "" once copied
         self.restore_target: str | None = None
         self.restore_command_id: str | None = None
         self.deleted = False
@@ -306,7 +307,51 @@ class Snapshot(CausedByCommand):
     def _fail_restore(self, cluster_name, snapshot_name, target_cluster_name, reason, command_id):
         self.status = SnapshotStatus.AVAILABLE
 
+    def start_copy(self, target_repository: str, command_id: str) -> None:
+        if self.status != SnapshotStatus.AVAILABLE:
+            raise SnapshotNotAvailable(
+                f"snapshot {self.snapshot_name!r} is {self.status}; only an Available one can be copied")
+        if self.copies.get(target_repository):
+            raise SnapshotBusy(f"snapshot {self.snapshot_name!r} is being copied to {target_repository} already")
+        self._start_copy(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
+                         target_repository=target_repository, command_id=command_id)
+
+    class SnapshotCopyStarted(CausedByCommand.Event, published.SnapshotCopyStarted): pass
+
+    @event(SnapshotCopyStarted)
+    def _start_copy(self, cluster_name, snapshot_name, target_repository, command_id):
+        self.copies[target_repository] = command_id
+
+    @property
+    def copying(self) -> list[str]:
+        return [url for url, command_id in self.copies.items() if command_id]
+
+    def complete_copy(self, target_repository: str, size_bytes: int) -> None:
+        self._complete_copy(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
+                            target_repository=target_repository, size_bytes=size_bytes,
+                            command_id=self.copies[target_repository])
+
+    class SnapshotCopied(CausedByCommand.Event, published.SnapshotCopied): pass
+
+    @event(SnapshotCopied)
+    def _complete_copy(self, cluster_name, snapshot_name, target_repository, size_bytes, command_id):
+        self.copies[target_repository] = ""
+
+    def fail_copy(self, target_repository: str, reason: str) -> None:
+        self._fail_copy(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
+                        target_repository=target_repository, reason=reason,
+                        command_id=self.copies[target_repository])
+
+    class SnapshotCopyFailed(CausedByCommand.Event, published.SnapshotCopyFailed): pass
+
+    @event(SnapshotCopyFailed)
+    def _fail_copy(self, cluster_name, snapshot_name, target_repository, reason, command_id):
+        del self.copies[target_repository]
+
     def delete(self, command_id: str, reason: DeletionReason = DeletionReason.REQUESTED) -> None:
+        if self.copying:
+            raise SnapshotBusy(f"snapshot {self.snapshot_name!r} is being copied; it can be deleted "
+                               "once the copy has ended")
         if reason == DeletionReason.REQUESTED and self.snapshot_type == SnapshotType.AUTOMATED:
             raise SnapshotAutomated(f"snapshot {self.snapshot_name!r} is Automated: its policy's "
                                     "retention deletes it")

@@ -136,6 +136,13 @@ def expire_snapshot(app: "SnapshotsApplication", cmd: ExpireSnapshot, command_id
     return [snapshot]
 
 
+def copy_snapshot(app: "SnapshotsApplication", cmd: c.CopySnapshotRequested, command_id: str):
+    snapshot = app.get_snapshot_of(cmd.cluster_name, cmd.snapshot_name)
+    target = app.check_copy_target(cmd.target_repository, snapshot.repository)
+    snapshot.start_copy(target, command_id)
+    return [snapshot]
+
+
 COMMAND_HANDLERS: dict[type[c.Command], Handler] = {
     c.RegisterCluster: register_cluster,
     c.ReportClusterStatus: report_cluster_status,
@@ -143,6 +150,7 @@ COMMAND_HANDLERS: dict[type[c.Command], Handler] = {
     c.CreateSnapshotRequested: create_snapshot,
     c.RestoreSnapshotRequested: restore_snapshot,
     c.DeleteSnapshotRequested: delete_snapshot,
+    c.CopySnapshotRequested: copy_snapshot,
     c.SetSnapshotPolicy: set_policy,
     c.RemoveSnapshotPolicy: remove_policy,
 }

@@ -182,7 +182,7 @@ class Projection:
         self._update_snapshot(tx, data, status=SnapshotStatus.AVAILABLE, size_bytes=data["size_bytes"],
                               started_at=datetime.fromisoformat(data["started_at"]),
                               finished_at=datetime.fromisoformat(data["finished_at"]),
-                              warning=data.get("warning"))
+                              warning=data.get("warning"), repository=data.get("repository", "local"))
 
     def _when_snapshot_failed(self, tx, data, envelope) -> None:
         self._update_snapshot(tx, data, status=SnapshotStatus.FAILED, failure_reason=data["reason"],

@@ -196,8 +196,12 @@ class Repositories:
                    "part_size": settings.s3_part_size_bytes}
         url = normalized_url(settings.repository)
         default = local if url == LOCAL else open_s3(url, staging, options)
-        targets = tuple(t.strip() for t in (settings.copy_targets or "").split(",") if t.strip())
-        return cls(default, local, staging, targets, options)
+        return cls(default, local, staging, cls.copy_targets_of(settings), options)
+
+    @staticmethod
+    def copy_targets_of(settings) -> tuple[str, ...]:
+        """SNAPSHOT_COPY_TARGETS, normalized; a bad entry stops the part at start."""
+        return tuple(normalized_url(t) for t in (settings.copy_targets or "").split(",") if t.strip())
 
     def get(self, url: str | None) -> Repository:
         """The repository a snapshot names (None: one taken before repositories: local)."""
@@ -228,3 +232,24 @@ def open_s3(url: str, staging: Path, options: dict) -> Repository:
     from services.snapshots.s3_repository import S3Repository
 
     return S3Repository(url, staging, **options)
+
+
+def copy_snapshot(source: Repository, destination: Repository, key: SnapshotKey, sha256: str,
+                  cancel: threading.Event | None = None) -> int:
+    """Copy an attempt's files; the data file is read back at the destination and must
+    have the sha256 recorded at completion before the manifest is written. Its size."""
+    manifest = source.manifest(key)
+    name = Path(str(manifest.get("file", ""))).name
+    if manifest.get("sha256") != sha256 or not name:
+        raise RepositoryError(f"the manifest in {source.url} does not match the snapshot: refusing to copy")
+    with source.open(key, name) as stream:
+        size, sent = destination.put_stream(key, name, stream, cancel)
+    digest = hashlib.sha256()
+    with destination.open(key, name) as stream:
+        for block in iter(lambda: stream.read(CHUNK_BYTES), b""):
+            check_cancel(cancel)
+            digest.update(block)
+    if sent != sha256 or digest.hexdigest() != sha256:
+        raise RepositoryError(f"the copy in {destination.url} does not match the snapshot's sha256")
+    destination.put_manifest(key, manifest)
+    return size

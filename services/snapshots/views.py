@@ -44,6 +44,7 @@ def define_tables(suffix: str = "") -> ViewTables:
         Column("warning", Text),
         Column("sequence", BigInteger, nullable=False),
         Column("retention_days", BigInteger),  # -1: kept forever (null: a view from before)
+        Column("repository", Text),  # where its files are: `local` or s3://bucket/prefix
     ), Table(
         "view_clusters" + suffix, metadata,
         Column("key", String(256), primary_key=True),
@@ -136,10 +137,34 @@ def list_snapshots(engine: Engine, cluster: str | None = None, status: str | Non
 
 
 def get_snapshot(engine: Engine, name: str) -> dict | None:
-    query = select(*(snapshots.c[f] for f in SNAPSHOT_FIELDS)).where(snapshots.c.key == name_key(name))
+    """One snapshot, with its repository and its `copies` (from its history)."""
+    query = (select(*(snapshots.c[f] for f in SNAPSHOT_FIELDS), snapshots.c.sequence, snapshots.c.repository)
+             .where(snapshots.c.key == name_key(name)))
     with engine.connect() as connection:
         row = connection.execute(query).mappings().first()
-    return _snapshot(row) if row else None
+        if row is None:
+            return None
+        events = connection.execute(
+            select(history.c.type, history.c.data).where(history.c.snapshot_key == name_key(name),
+                                                         history.c.sequence >= row["sequence"],
+                                                         history.c.type.in_(COPY_STATUS))
+            .order_by(history.c.sequence)).all()
+    item = _snapshot({k: v for k, v in row.items() if k != "sequence"})
+    item["repository"] = item["repository"] or ("local" if item["status"] != "Creating" else None)
+    copies: dict[str, dict] = {}
+    for kind, data in events:
+        copy = {"repository": data["target_repository"], "status": COPY_STATUS[kind]}
+        if "size_bytes" in data:
+            copy["size_bytes"] = data["size_bytes"]
+        if "reason" in data:
+            copy["reason"] = data["reason"]
+        copies[data["target_repository"]] = copy
+    item["copies"] = list(copies.values())
+    return item
+
+
+#: The copy events and the status of the copy each leaves.
+COPY_STATUS = {"SnapshotCopyStarted": "Copying", "SnapshotCopied": "Available", "SnapshotCopyFailed": "Failed"}
 
 
 def snapshot_history(engine: Engine, name: str) -> list[dict]:

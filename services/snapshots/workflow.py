@@ -38,7 +38,7 @@ from services.snapshots.application import SnapshotsApplication
 from services.snapshots.drivers import DriverError
 from services.snapshots.freezing import Freezer
 from services.snapshots.handlers import ExpireSnapshot, TakeScheduledSnapshot
-from services.snapshots.repository import Repositories, SnapshotKey
+from services.snapshots.repository import Repositories, SnapshotKey, copy_snapshot, normalized_url
 from services.snapshots.threads import ThreadPool
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,11 @@ class SnapshotWorkflow:
                         partition)
         elif isinstance(command, (c.DeleteSnapshotRequested, ExpireSnapshot)):
             self.delete_files(command.cluster_name, command.snapshot_name)
+        elif isinstance(command, c.CopySnapshotRequested):
+            self.start_copy(command.snapshot_name, normalized_url(command.target_repository), partition)
+
+    def start_copy(self, snapshot_name: str, target: str, partition: int | None = None) -> None:
+        self._spawn(f"copy:{name_key(snapshot_name)}:{target}", self.copy(snapshot_name, target), partition)
 
     def start(self, cluster_name: str, partition: int | None = None) -> None:
         self._spawn("snapshot:" + name_key(cluster_name), self.run(cluster_name), partition)
@@ -85,6 +90,12 @@ class SnapshotWorkflow:
                 log.info("resuming snapshot %s of %s", cluster.snapshot_name, cluster.cluster_name)
                 self.start(cluster.cluster_name, partition)
                 resumed += 1
+        for snapshot in await self._store.run(lambda: list(self._app.snapshots_copying())):
+            if (partition := owns(snapshot.cluster_name)) is not None:
+                for target in snapshot.copying:
+                    log.info("resuming the copy of %s to %s", snapshot.snapshot_name, target)
+                    self.start_copy(snapshot.snapshot_name, target, partition)
+                    resumed += 1
         for snapshot in restoring:
             if (partition := owns(snapshot.cluster_name)) is not None:
                 log.info("resuming restore of %s", snapshot.snapshot_name)
@@ -127,7 +138,10 @@ class SnapshotWorkflow:
         snapshot = self._app.find(snapshot_id(key.snapshot_name))
         if snapshot is None:
             return [self.repositories.default.url]
-        return [getattr(snapshot, "repository", None) or "local", *getattr(snapshot, "copies", {})]
+        urls = [getattr(snapshot, "repository", None) or "local", *getattr(snapshot, "copies", {})]
+        if snapshot.status == SnapshotStatus.FAILED:  # a failed attempt's files, if a crash kept them
+            urls.append(self.repositories.default.url)
+        return list(dict.fromkeys(urls))
 
     async def abort_orphaned_uploads(self) -> None:
         """Abort unfinished uploads whose snapshot no workflow is writing (their writer
@@ -137,7 +151,29 @@ class SnapshotWorkflow:
                 log.info("aborted %d unfinished uploads in %s", aborted, repository.url)
 
     def _writers(self) -> set[tuple[str, str]]:
-        return {(name_key(c.cluster_name), name_key(c.snapshot_name)) for c in self._app.clusters_creating_snapshots()}
+        """The snapshots being written: created, or copied to another repository."""
+        return ({(name_key(c.cluster_name), name_key(c.snapshot_name)) for c in self._app.clusters_creating_snapshots()}
+                | {(name_key(s.cluster_name), name_key(s.snapshot_name)) for s in self._app.snapshots_copying()})
+
+    async def copy(self, snapshot_name: str, target: str) -> None:
+        """Copy a snapshot's files to another repository, verified there by sha256 before
+        its manifest is written; SnapshotCopied or SnapshotCopyFailed (its files removed)."""
+        snapshot = await self._store.run(self._app.get_snapshot, snapshot_name)
+        if target not in snapshot.copying:
+            return
+        key, cancel = SnapshotKey(snapshot.cluster_name, snapshot.snapshot_name, snapshot.attempt), threading.Event()
+        source, destination = self.repositories.get(snapshot.repository), self.repositories.get(target)
+        try:
+            size = await asyncio.to_thread(copy_snapshot, source, destination, key, snapshot.sha256, cancel)
+        except asyncio.CancelledError:  # the partition was revoked: its new owner resumes the copy
+            cancel.set()
+            raise
+        except Exception as error:  # noqa: BLE001 - reported as SnapshotCopyFailed
+            log.warning("copy of %s to %s failed: %s", snapshot_name, target, _reason(error))
+            self.delete_files(snapshot.cluster_name, snapshot.snapshot_name, snapshot.attempt, target)
+            await self._store.run(self._app.fail_copy, snapshot_name, target, _reason(error))
+            return
+        await self._store.run(self._app.complete_copy, snapshot_name, target, size)
 
     async def run(self, cluster_name: str) -> None:
         cluster = await self._store.run(self._app.get_cluster, cluster_name)

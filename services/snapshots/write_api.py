@@ -51,6 +51,10 @@ class NewRestore(BaseModel):
     target_cluster_name: str = Field(min_length=1, max_length=256)
 
 
+class NewCopy(BaseModel):
+    target_repository: str = Field(min_length=1, max_length=1024)
+
+
 class NewCluster(BaseModel):
     cluster_name: str = Field(min_length=1, max_length=256)
     driver: DriverName
@@ -102,6 +106,15 @@ def command_routes(engine: Engine, send, allowed: AllowedTargets) -> APIRouter:
         _check(lambda: check_cluster_name(body.target_cluster_name))
         command = c.RestoreSnapshotRequested(cluster_name=snapshot["cluster_name"], snapshot_name=snapshot["name"],
                                              target_cluster_name=body.target_cluster_name)
+        return await publish(command, actor, idempotency_key, response)
+
+    @router.post("/snapshots/{name}/copy", status_code=202)
+    async def copy_snapshot(name: str, body: NewCopy, response: Response,
+                            actor: TokenInfo = Depends(auth.require(Role.OPERATOR)),
+                            idempotency_key: str | None = Header(None, max_length=256)) -> dict:
+        snapshot = _snapshot(engine, name)  # the service checks the target (target_not_allowed)
+        command = c.CopySnapshotRequested(cluster_name=snapshot["cluster_name"], snapshot_name=snapshot["name"],
+                                          target_repository=body.target_repository)
         return await publish(command, actor, idempotency_key, response)
 
     @router.post("/clusters", status_code=202)
