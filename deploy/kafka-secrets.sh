@@ -7,9 +7,11 @@
 #   kafka_server_jaas.conf   the broker's JAAS file: the super user `admin` (PLAIN)
 #   kafka-admin.properties   client settings of `admin`, for the init container and healthcheck
 #   postgres-password        the event store's PostgreSQL password
+#   minio-root-password      MinIO's root password, for MinIO and its init container
 #   service.env, projection.env, api.env
 #                            each part's own KAFKA_SASL_PASSWORD (SCRAM-SHA-512), and the
-#                            PostgreSQL password, as compose env_files
+#                            PostgreSQL password, as compose env_files; the service's
+#                            also its MinIO keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
 set -euo pipefail
 
 dir=${1:-"$(cd "$(dirname "$0")/.." && pwd)/secrets"}
@@ -48,8 +50,10 @@ sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule require
 PROPERTIES
 
 printf '%s' "$postgres" > "$dir/postgres-password"
+printf '%s' "$(random)" > "$dir/minio-root-password"
 
 for part in service projection api; do
     printf 'KAFKA_SASL_PASSWORD=%s\nSNAPSHOT_POSTGRES_PASSWORD=%s\n' "$(random)" "$postgres" > "$dir/$part.env"
 done
+printf 'AWS_ACCESS_KEY_ID=snapshots-service\nAWS_SECRET_ACCESS_KEY=%s\n' "$(random)" >> "$dir/service.env"
 echo "kafka-secrets: wrote the secrets of docker-compose.yml to $dir"

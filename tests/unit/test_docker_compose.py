@@ -55,8 +55,9 @@ def test_service_projection_and_api_are_built_from_the_dockerfile_and_use_both_b
         assert services[part]["command"] == [part]
         assert services[part]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
         assert services[part]["environment"]["SNAPSHOT_EVENT_STORE"] == "postgres"
+        extra = {"minio-init": {"condition": "service_completed_successfully"}} if part == "service" else {}
         assert services[part]["depends_on"] == {"kafka-init": {"condition": "service_completed_successfully"},
-                                                "postgres": {"condition": "service_healthy"}}
+                                                "postgres": {"condition": "service_healthy"}, **extra}
 
 
 def test_no_password_is_written_into_a_dsn():
@@ -171,3 +172,61 @@ def test_the_secrets_script_writes_every_secret_compose_reads_with_new_distinct_
     again = subprocess.run(["bash", str(ROOT / "deploy" / "kafka-secrets.sh"), str(folder)], check=False,
                            capture_output=True)
     assert again.returncode == 1 and b"is not empty" in again.stderr
+
+
+MINIO_INIT = ROOT / "deploy" / "minio-init.sh"
+
+
+def test_snapshots_go_to_minio_through_the_aws_sdks_own_variables_and_never_a_secret_in_the_file():
+    services = compose()["services"]
+    assert services["minio"]["image"].startswith("minio/minio:RELEASE.")
+    environment = services["service"]["environment"]
+    assert environment["SNAPSHOT_REPOSITORY"] == "s3://dws-snapshots/snapshots"
+    assert environment["AWS_ENDPOINT_URL_S3"] == "http://minio:9000"
+    assert environment["SNAPSHOT_S3_ADDRESSING_STYLE"] == "path"  # no bucket subdomains on `minio`
+    for name, service in services.items():
+        assert not {"AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "MINIO_ROOT_PASSWORD"} & set(
+            service.get("environment") or {}), name
+
+
+def test_the_service_reads_the_composed_repository_settings(monkeypatch):
+    from services.snapshots.repository import Repositories
+
+    for name, value in compose()["services"]["service"]["environment"].items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-the-env-file")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-the-env-file")
+    repositories = Repositories.from_settings(Settings())
+    assert repositories.default.url == "s3://dws-snapshots/snapshots"
+    assert repositories.default.bucket == "dws-snapshots" and repositories.default.prefix == "snapshots"
+    assert repositories.default.client.meta.endpoint_url == "http://minio:9000"
+
+
+def test_minio_and_its_init_container_read_the_root_password_from_a_compose_secret():
+    services = compose()["services"]
+    minio, init = services["minio"], services["minio-init"]
+    assert minio["environment"]["MINIO_ROOT_PASSWORD_FILE"] == "minio-root-password"
+    assert "minio-root-password" in minio["secrets"] and "minio-root-password" in init["secrets"]
+    assert compose()["secrets"]["minio-root-password"]["file"] == "secrets/minio-root-password"
+    assert init["depends_on"] == {"minio": {"condition": "service_healthy"}} and init["restart"] == "no"
+    assert init["entrypoint"] == ["/bin/sh", "/deploy/minio-init.sh"]
+    assert "service-env" in init["secrets"]
+
+
+def test_the_minio_init_script_makes_the_repositorys_bucket_and_a_user_allowed_only_that_bucket():
+    script = MINIO_INIT.read_text()
+    bucket = compose()["services"]["service"]["environment"]["SNAPSHOT_REPOSITORY"][5:].split("/")[0]
+    assert f"mc mb --ignore-existing local/{bucket}" in script
+    assert f'"arn:aws:s3:::{bucket}"' in script and f'"arn:aws:s3:::{bucket}/*"' in script
+    assert '"*"' not in script and "s3:*" not in script
+    assert 'mc admin user add local "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY"' in script
+    assert "/run/secrets/minio-root-password" in script
+
+
+def test_the_secrets_script_gives_the_service_alone_its_minio_keys(tmp_path):
+    folder = tmp_path / "secrets"
+    subprocess.run(["bash", str(ROOT / "deploy" / "kafka-secrets.sh"), str(folder)], check=True,
+                   capture_output=True)
+    assert re.search(r"^AWS_SECRET_ACCESS_KEY=\w{32,}$", (folder / "service.env").read_text(), re.MULTILINE)
+    assert "AWS_" not in (folder / "projection.env").read_text() + (folder / "api.env").read_text()
+    assert len((folder / "minio-root-password").read_text()) >= 32
