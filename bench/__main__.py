@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench import control_plane, pg_dump, plot, stores
+from bench import control_plane, pg_dump, plot, s3_repository, stores
 from bench.report import Report
 from services.snapshots.broker import EmbeddedBroker
 from services.snapshots.settings import Settings
@@ -41,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--stores", default="sqlite,postgres")
-    parser.add_argument("--only", default="control,replay,dump")
+    parser.add_argument("--only", default="control,replay,dump,s3")
     parser.add_argument("--replay-sizes", default="100000,1000000", help="stored events per replay run")
     args = parser.parse_args()
     workflows, rates, seconds = (200, [10, 50], 3) if args.quick else (2000, [10, 50, 200], 10)
@@ -72,6 +72,8 @@ def main() -> None:
                             drop_database(database)
     if "dump" in only:
         pg_dump.compare(report, dump_gb)
+    if "s3" in only:
+        s3_repository.compare(report, dump_gb)
     report.save()
     plot.latency_png(report)
 

@@ -117,6 +117,10 @@ class SnapshotWorkflow:
         while self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
 
+    def snapshot_directory(self, cluster_name: str, snapshot_name: str) -> Path:
+        """The snapshot's directory (every attempt) in the local repository."""
+        return self.repositories.get("local").directory(SnapshotKey(cluster_name, snapshot_name))
+
     def directory_of(self, cluster_name: str, snapshot_name: str, attempt: str | None = None) -> Path:
         """Where an attempt's files are written in the default repository (snapshots
         completed before attempts existed have theirs in the snapshot's directory itself)."""
