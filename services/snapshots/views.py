@@ -147,7 +147,7 @@ def get_snapshot(engine: Engine, name: str) -> dict | None:
         events = connection.execute(
             select(history.c.type, history.c.data).where(history.c.snapshot_key == name_key(name),
                                                          history.c.sequence >= row["sequence"],
-                                                         history.c.type.in_(COPY_STATUS))
+                                                         history.c.type.in_(list(COPY_STATUS)))
             .order_by(history.c.sequence)).all()
     item = _snapshot({k: v for k, v in row.items() if k != "sequence"})
     item["repository"] = item["repository"] or ("local" if item["status"] != "Creating" else None)
