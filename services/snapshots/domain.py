@@ -235,7 +235,8 @@ class Snapshot(CausedByCommand):
     def is_expired(self, now: datetime) -> bool:
         """Past its retention, and settled (Available or Failed), and not yet deleted."""
         return (not self.deleted and self.expires_at is not None and now >= self.expires_at
-                and self.status in (SnapshotStatus.AVAILABLE, SnapshotStatus.FAILED))
+                and self.status in (SnapshotStatus.AVAILABLE, SnapshotStatus.FAILED)
+                and not getattr(self, "copying", None))  # a copy running: once it has ended
 
     def complete(self, size_bytes: int, sha256: str, finished_at: datetime, warning: str | None,
                  attempt: str | None = None, repository: str = "local") -> None:

@@ -61,3 +61,17 @@ def test_a_failed_copy_can_be_tried_again(app):
     assert app.get_snapshot("nightly-01").copies == {}
     assert copy(app, "k2", DR) == "accepted"
     assert [s.snapshot_name for s in app.snapshots_copying()] == ["nightly-01"]
+
+
+def test_a_snapshot_being_copied_expires_once_the_copy_has_ended(app):
+    from datetime import timedelta
+
+    app.fail_snapshot("dws-prod-1", "nightly-01", "not this one")
+    assert app.handle("c2", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-02",
+                                                    retention_days=1)) == "accepted"
+    app.complete_snapshot("dws-prod-1", "nightly-02", 10, None, "ab" * 32, "a1", "local")
+    later = app.get_snapshot("nightly-02").started_at + timedelta(days=2)
+    assert copy(app, "k1", DR, "nightly-02") == "accepted"
+    assert not app.get_snapshot("nightly-02").is_expired(later)
+    app.complete_copy("nightly-02", DR, 10)
+    assert app.get_snapshot("nightly-02").is_expired(later)
