@@ -71,7 +71,7 @@ def main() -> None:
                         if database:
                             drop_database(database)
     if "dump" in only:
-        pg_dump.compare(report, dump_gb)
+        pg_dump.compare(report, dump_gb, Settings().pg_compression)
     if "s3" in only:
         s3_repository.compare(report, dump_gb)
     report.save()

@@ -1,14 +1,17 @@
-"""Real data: a snapshot of a ~1 GB PostgreSQL database with the `postgres` driver, against
-a plain `pg_dump` of the same database in the same run, and how long it was read-only."""
+"""Real data: a snapshot of a ~1 GB PostgreSQL database with the `postgres` driver, offline
+and online, against a plain `pg_dump` of the same database in the same run, how long it was
+read-only, and plain `pg_dump` at the compression levels it offers."""
 
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import psycopg
 
 from bench.report import Report
+from services.snapshots.drivers.base import CleanupPending
 from services.snapshots.drivers.postgres import PostgresDriver
 
 DATABASE = "bench_dump_data"
@@ -33,34 +36,70 @@ def ensure_database(gigabytes: float) -> int:
         return db.execute("SELECT pg_database_size(current_database())").fetchone()[0]
 
 
-def plain_pg_dump(directory: Path) -> float:
-    started = time.perf_counter()
-    subprocess.run(["pg_dump", "--format=custom", f"--file={directory / 'plain.pgdump'}", f"--dbname={TARGET}"],
+def plain_pg_dump(directory: Path, level: int | None = None) -> tuple[float, int]:
+    """`pg_dump -Fc` to a file (at `-Z level`, or pg_dump's default): seconds and bytes."""
+    started, dump = time.perf_counter(), directory / "plain.pgdump"
+    compression = [] if level is None else [f"--compress={level}"]
+    subprocess.run(["pg_dump", "--format=custom", *compression, f"--file={dump}", f"--dbname={TARGET}"],
                    check=True)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, dump.stat().st_size
 
 
-def driver_snapshot(directory: Path) -> tuple[float, float, int]:
-    driver = PostgresDriver()
-    started = time.perf_counter()
+def driver_snapshot(directory: Path, online: bool = False,
+                    compression: int | None = None) -> tuple[float, float, int]:
+    """A snapshot with the `postgres` driver: seconds, seconds read-only, bytes. Online, the
+    freeze is released as the workflow does: by target, once the copy is pinned."""
+    driver = PostgresDriver(compression=compression)
+    started, released = time.perf_counter(), []
+
+    def pinned() -> None:
+        driver.thaw(TARGET)
+        released.append(time.perf_counter())
+
     frozen = driver.freeze(TARGET)
     try:
-        files = frozen.copy_to(directory / "snapshot")
+        if online:
+            files = frozen.copy_online(directory / "online", threading.Event(), pinned)
+        else:
+            files = frozen.copy_to(directory / "snapshot")
     finally:
         frozen.release()
+        released.append(time.perf_counter())
     elapsed = time.perf_counter() - started
-    return elapsed, elapsed, files.size_bytes  # read-only from freeze to release
+    clean_up(driver)
+    return elapsed, released[0] - started, files.size_bytes  # read-only from freeze to release
 
 
-def compare(report: Report, gigabytes: float) -> None:
+def clean_up(driver: PostgresDriver, attempts: int = 60) -> None:
+    """Remove the freeze's triggers, as the service's retried job does (autovacuum or
+    another session may hold the table for a while)."""
+    for attempt in range(attempts):
+        try:
+            return driver.cleanup(TARGET)
+        except CleanupPending:
+            time.sleep(1)
+    driver.cleanup(TARGET)
+
+
+def compare(report: Report, gigabytes: float, compression: int | None = None) -> None:
+    """Offline and online snapshots at the service's compression, and plain pg_dump at the
+    levels pg_dump offers (the default is -Z6 for the custom format), in the same run."""
     size = ensure_database(gigabytes)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        plain_pg_dump(directory)  # warm the cache so neither side pays for a cold start
-        plain = [plain_pg_dump(directory)]
-        ours, read_only, dump_bytes = driver_snapshot(directory)
-        plain.append(plain_pg_dump(directory))
-    baseline = min(plain)
-    report.add("postgres_snapshot", database_bytes=size, dump_bytes=dump_bytes, pg_dump_seconds=baseline,
-               driver_snapshot_seconds=ours, read_only_seconds=read_only, ratio_to_pg_dump=ours / baseline,
-               overhead_percent=(ours / baseline - 1) * 100)
+        plain_pg_dump(directory, compression)  # warm the cache so neither side pays for a cold start
+        levels = {}
+        for level in (0, 1, None):
+            levels["default" if level is None else level] = plain_pg_dump(directory, level)
+        baseline = [plain_pg_dump(directory, compression)[0]]
+        ours, read_only, dump_bytes = driver_snapshot(directory, False, compression)
+        online, online_read_only, _ = driver_snapshot(directory, True, compression)
+        baseline.append(plain_pg_dump(directory, compression)[0])
+    pg_dump_seconds = min(baseline)
+    report.add("postgres_snapshot", database_bytes=size, dump_bytes=dump_bytes, compression=compression,
+               pg_dump_seconds=pg_dump_seconds, driver_snapshot_seconds=ours, read_only_seconds=read_only,
+               ratio_to_pg_dump=ours / pg_dump_seconds, overhead_percent=(ours / pg_dump_seconds - 1) * 100,
+               online_snapshot_seconds=online, online_read_only_seconds=online_read_only,
+               online_overhead_percent=(online / pg_dump_seconds - 1) * 100)
+    for level, (seconds, dump_size) in levels.items():
+        report.add(f"pg_dump_compress_{level}", database_bytes=size, seconds=seconds, dump_bytes=dump_size)

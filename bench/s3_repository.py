@@ -37,7 +37,7 @@ def compare(report: Report, gigabytes: float) -> None:
         bucket = server.new_bucket()
         repository = S3Repository(f"s3://{bucket}/bench", directory / "staging", part_size=DEFAULT_PART_SIZE)
         plain_pg_dump(directory)  # warm the cache so neither side pays for a cold start
-        plain = [plain_pg_dump(directory)]
+        plain = [plain_pg_dump(directory)[0]]
         (directory / "plain.pgdump").unlink()
         key, peak_disk, done = SnapshotKey("bench", "s3-1", "a1"), [0], threading.Event()
 
@@ -61,7 +61,7 @@ def compare(report: Report, gigabytes: float) -> None:
         with repository.fetched(key) as fetched:
             downloaded = _disk_used(fetched)
         fetch = time.perf_counter() - started
-        plain.append(plain_pg_dump(directory))
+        plain.append(plain_pg_dump(directory)[0])
     baseline = min(plain)
     report.add("postgres_snapshot_to_s3", database_bytes=size, dump_bytes=files.size_bytes,
                pg_dump_to_file_seconds=baseline, snapshot_to_s3_seconds=ours, ratio_to_pg_dump=ours / baseline,

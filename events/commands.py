@@ -33,6 +33,8 @@ class CreateSnapshotRequested(Command):
     #: Days to keep the snapshot: -1 forever (the default) or 1-3653 (the domain checks:
     #: `invalid_command` otherwise).
     retention_days: int = Field(-1, ge=-(2**31), le=2**31)
+    #: PostgreSQL clusters only: read-only until the dump's snapshot is taken, not for the whole copy.
+    online: bool = False
 
 
 class RestartClusterRequested(Command):

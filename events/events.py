@@ -50,6 +50,8 @@ class SnapshotStarted(SnapshotEvent):
     #: Days the snapshot is kept from its start, then expires (deleted, reason `expired`);
     #: -1: forever. An Automated one: its policy's keep_days when it was taken.
     retention_days: int = -1
+    #: An online snapshot (PostgreSQL): read-only only until the dump's snapshot is taken.
+    online: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,7 +83,9 @@ class SnapshotFailed(SnapshotEvent):
 @dataclass(frozen=True, kw_only=True)
 class ClusterUnlocked(SnapshotEvent):
     status: ClusterStatus
-    task_status: None = None
+    #: Still `Creating snapshot` when an online snapshot unlocks the cluster before its
+    #: outcome: the task ends with its SnapshotCompleted or SnapshotFailed.
+    task_status: Literal[TaskStatus.CREATING_SNAPSHOT] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

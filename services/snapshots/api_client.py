@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from services.snapshots.client import FINAL_EVENTS
+from services.snapshots.client import settled
 from services.snapshots.settings import Settings
 
 
@@ -47,7 +47,7 @@ class ApiClient:
     def follow(self, command_id: str, command_type: str, timeout: float,
                show: Callable[[dict], None]) -> str | None:
         """Show the command's events as they come; the failure or rejection, or None."""
-        final, shown, deadline = FINAL_EVENTS.get(command_type, ()), 0, time.monotonic() + timeout
+        shown, deadline = 0, time.monotonic() + timeout
         while time.monotonic() < deadline:
             body = self.call("GET", f"/commands/{command_id}")
             for event in body["events"][shown:]:
@@ -55,7 +55,7 @@ class ApiClient:
             shown = len(body["events"])
             if body["state"] == "rejected":
                 return f"rejected ({body['rejection']['code']}): {body['rejection']['reason']}"
-            if any(e["type"] in final for e in body["events"]):
+            if settled(command_type, [(e["type"], e["data"]) for e in body["events"]]):
                 return _failure(body["events"])
             time.sleep(0.3)
         raise ApiError(f"no outcome for command {command_id} within {timeout:g} s")

@@ -195,7 +195,7 @@ class SnapshotsApplication(Application):
             return False
         snapshot = self.get_snapshot(cluster.snapshot_name)
         snapshot.complete(size_bytes, sha256, self.clock.now(), warning, attempt, repository)
-        cluster.unlock(snapshot.command_id)
+        _end_task(cluster, snapshot.command_id)
         self.save(snapshot, cluster)
         return True
 
@@ -205,9 +205,18 @@ class SnapshotsApplication(Application):
             return False
         snapshot = self.get_snapshot(cluster.snapshot_name)
         snapshot.fail(reason[:1000], self.clock.now())
-        cluster.unlock(snapshot.command_id)
+        _end_task(cluster, snapshot.command_id)
         self.save(snapshot, cluster)
         return True
+
+    def unlock_online(self, cluster_name: str, snapshot_name: str) -> None:
+        """An online snapshot's ClusterUnlocked: writable again, the copy goes on."""
+        cluster = self._creating(cluster_name, snapshot_name)
+        if cluster is None:
+            raise IntegrityError(f"{cluster_name} is no longer creating {snapshot_name}")
+        if not cluster.unlocked:
+            cluster.unlock_online(self.get_snapshot(snapshot_name).command_id)
+            self.save(cluster)
 
     def creating_another(self, cluster_name: str, snapshot_name: str) -> bool:
         """Is the cluster creating a snapshot other than this one?"""
@@ -298,3 +307,11 @@ class SnapshotsApplication(Application):
             return self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
+
+
+def _end_task(cluster: Cluster, command_id: str) -> None:
+    """After the outcome: unlock, or (an online snapshot, unlocked already) end the task."""
+    if cluster.unlocked:
+        cluster.end_online_task(command_id)
+    else:
+        cluster.unlock(command_id)

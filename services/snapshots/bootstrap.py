@@ -209,7 +209,7 @@ def make_drivers(settings: Settings) -> dict[str, ClusterDriver]:
     return {"sqlite": SQLiteDriver(settings.clusters_dir, forbidden=own_files),
             "postgres": PostgresDriver(passwords, settings.freeze_lock_timeout_seconds,
                                        settings.snapshot_timeout_seconds,
-                                       settings.release_lock_timeout_seconds)}
+                                       settings.release_lock_timeout_seconds, settings.pg_compression)}
 
 
 def make_relay_lease(settings: Settings) -> Lease:

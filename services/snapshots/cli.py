@@ -86,10 +86,11 @@ def create(cluster: str, name: str, description: str = typer.Option("", "--descr
            wait: bool = typer.Option(False, "--wait", help="show progress until the outcome"),
            timeout: float = typer.Option(600.0, help="seconds to wait with --wait"),
            retention_days: int = typer.Option(-1, "--retention-days", help="-1 (keep forever) or 1-3653"),
+           online: bool = typer.Option(False, "--online", help="postgres: read-only only until the dump's snapshot is taken"),
            via: str = VIA, command_id: str = COMMAND_ID) -> None:
     """Request a snapshot NAME of CLUSTER."""
     command = CreateSnapshotRequested(cluster_name=cluster, snapshot_name=name, description=description,
-                                      retention_days=retention_days)
+                                      retention_days=retention_days, online=online)
     _submit(command, ("POST", "/snapshots", command.model_dump()), wait, timeout, via, command_id)
 
 

@@ -92,13 +92,30 @@ FINAL_EVENTS = {
 }
 
 
+#: An online snapshot's ClusterUnlocked carries `task_status` (the copy goes on): its
+#: outcome, one of these, comes after it and settles the command.
+ONLINE_OUTCOMES = ("SnapshotCompleted", "SnapshotFailed")
+
+
+def settled(command_type: str, events: list[tuple[str, dict]]) -> bool:
+    """Whether these events (type, data) of one command, in order, settle its outcome."""
+    final, unlocked_online = ("CommandRejected", *FINAL_EVENTS.get(command_type, ())), False
+    for event_type, data in events:
+        if event_type == "ClusterUnlocked" and data.get("task_status"):
+            unlocked_online = True
+        elif event_type in final or (unlocked_online and event_type in ONLINE_OUTCOMES):
+            return True
+    return False
+
+
 async def follow_command(follower: EventFollower, command_id: str,
                          command_type: str) -> AsyncIterator[Envelope]:
     """The events a command caused, until its outcome is settled."""
-    final = ("CommandRejected", *FINAL_EVENTS.get(command_type, ()))
+    seen = []
     async for envelope in follower.events():
         if envelope.correlationid != command_id:
             continue
         yield envelope
-        if envelope.type in final:
+        seen.append((envelope.type, envelope.data))
+        if settled(command_type, seen):
             return

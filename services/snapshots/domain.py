@@ -15,16 +15,16 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from events import events as published
-from events.vocabulary import (SNAPSHOT_ALLOWED_STATUSES, ClusterStatus, DeletionReason,
+from events.vocabulary import (SNAPSHOT_ALLOWED_STATUSES, ClusterStatus, DeletionReason, DriverName,
                                RejectionCode, SnapshotStatus, SnapshotType, TaskStatus, name_key)
-from services.snapshots.rules import (ClusterNotReady, InvalidPolicy, SnapshotAutomated, SnapshotBusy,
+from services.snapshots.rules import (ClusterNotReady, InvalidCommand, InvalidPolicy, SnapshotAutomated, SnapshotBusy,
                                       SnapshotInProgress, SnapshotNotAvailable, check_cluster_name,
                                       check_description, check_no_secret, check_snapshot_name)
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "urn:dws-snapshots")
 
 #: Stored events that are bookkeeping and never published.
-INTERNAL_EVENTS = frozenset({"CommandReceived"})
+INTERNAL_EVENTS = frozenset({"CommandReceived", "SnapshotTaskEnded"})
 
 
 def cluster_id(name: str) -> UUID:
@@ -67,6 +67,9 @@ class Cluster(CausedByCommand):
         self.snapshot_name: str | None = None
         self.read_only = False
         self.policy: Policy | None = None
+        #: The snapshot being created is online; it unlocked the cluster and its copy goes on.
+        self.online = False
+        self.unlocked = False
 
     @classmethod
     def register(cls, cluster_name: str, driver: str, target: str, command_id: str) -> "Cluster":
@@ -85,18 +88,24 @@ class Cluster(CausedByCommand):
     def _change_status(self, cluster_name: str, status: ClusterStatus, command_id: str) -> None:
         self.status = status
 
-    def lock(self, snapshot_name: str, command_id: str) -> None:
+    def lock(self, snapshot_name: str, command_id: str, online: bool = False) -> None:
+        if online and self.driver != DriverName.POSTGRES:
+            raise InvalidCommand(f"online snapshots need a postgres cluster; {self.cluster_name!r} "
+                                 f"is a {self.driver} cluster")
         self.check_not_creating_snapshot()
         self.check_status_allows_snapshot()
         self._lock(cluster_name=self.cluster_name, snapshot_name=snapshot_name,
                    status=ClusterStatus.UNAVAILABLE, task_status=TaskStatus.CREATING_SNAPSHOT,
-                   prior_status=self.status, command_id=command_id)
+                   prior_status=self.status, command_id=command_id, online=online)
 
     class ClusterLocked(CausedByCommand.Event, published.ClusterLocked):
         prior_status: ClusterStatus
+        online: bool = False  # absent from events stored before online snapshots
 
     @event(ClusterLocked)
-    def _lock(self, cluster_name, snapshot_name, status, task_status, prior_status, command_id):
+    def _lock(self, cluster_name, snapshot_name, status, task_status, prior_status, command_id,
+              online=False):
+        self.online = online
         self.prior_status = prior_status
         self.status = status
         self.task_status = task_status
@@ -117,15 +126,39 @@ class Cluster(CausedByCommand):
         self._unlock(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
                      status=self.prior_status, task_status=None, command_id=command_id)
 
+    def unlock_online(self, command_id: str) -> None:
+        """Writable again while an online snapshot's copy goes on: the task stays."""
+        self._unlock(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
+                     status=self.prior_status, task_status=TaskStatus.CREATING_SNAPSHOT,
+                     command_id=command_id)
+
     class ClusterUnlocked(CausedByCommand.Event, published.ClusterUnlocked): pass
 
     @event(ClusterUnlocked)
     def _unlock(self, cluster_name, snapshot_name, status, task_status, command_id):
         self.status = status
+        self.read_only = False
+        if task_status is not None:  # an online snapshot: unlocked, its task goes on
+            self.unlocked = True
+            return
+        self._end_task()
+
+    def end_online_task(self, command_id: str) -> None:
+        """The outcome of an online snapshot, after its ClusterUnlocked, ends the task."""
+        self._end_online_task(snapshot_name=self.snapshot_name, command_id=command_id)
+
+    class SnapshotTaskEnded(CausedByCommand.Event):  # internal: the outcome event says it
+        snapshot_name: str
+
+    @event(SnapshotTaskEnded)
+    def _end_online_task(self, snapshot_name, command_id):
+        self._end_task()
+
+    def _end_task(self) -> None:
         self.task_status = None
         self.prior_status = None
         self.snapshot_name = None
-        self.read_only = False
+        self.online = self.unlocked = False
 
     def restart(self, command_id: str) -> None:
         self.check_not_creating_snapshot()
@@ -199,8 +232,9 @@ class Snapshot(CausedByCommand):
     @event(SnapshotStarted)
     def __init__(self, cluster_name: str, snapshot_name: str, description: str,
                  snapshot_type: SnapshotType, started_at: datetime, command_id: str,
-                 retention_days: int = -1):
+                 retention_days: int = -1, online: bool = False):
         self.retention_days = retention_days
+        self.online = online
         self.cluster_name = cluster_name
         self.snapshot_name = snapshot_name
         self.description = description
@@ -220,12 +254,14 @@ class Snapshot(CausedByCommand):
 
     @classmethod
     def start(cls, cluster_name, snapshot_name, description, started_at, command_id,
-              snapshot_type: SnapshotType = SnapshotType.MANUAL, retention_days: int = -1) -> "Snapshot":
+              snapshot_type: SnapshotType = SnapshotType.MANUAL, retention_days: int = -1,
+              online: bool = False) -> "Snapshot":
         check_snapshot_name(snapshot_name)
         check_description(description)
         return cls(cluster_name=cluster_name, snapshot_name=snapshot_name,
                    description=description, snapshot_type=snapshot_type,
-                   started_at=started_at, command_id=command_id, retention_days=retention_days)
+                   started_at=started_at, command_id=command_id, retention_days=retention_days,
+                   online=online)
 
     @property
     def expires_at(self) -> datetime | None:

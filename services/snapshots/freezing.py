@@ -9,6 +9,7 @@ cluster would stay read-only while other clusters are dumped."""
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from services.snapshots.drivers import ClusterDriver, DriverError, FrozenCluster, SnapshotFiles
@@ -48,9 +49,12 @@ class Freezer:
     async def is_frozen(self, driver: ClusterDriver, target: str) -> bool:
         return await self._control.run(driver.is_frozen, target)
 
-    async def copy(self, frozen: FrozenCluster, directory: Path, cancel: threading.Event) -> SnapshotFiles:
+    async def copy(self, frozen: FrozenCluster, directory: Path, cancel: threading.Event,
+                   pinned: Callable[[], None] | None = None) -> SnapshotFiles:
         """The copy, stopped through `cancel` when this task is cancelled or when it has run
-        for the timeout (counted from its start in a copy thread, not from the queue)."""
+        for the timeout (counted from its start in a copy thread, not from the queue).
+        With `pinned`, an online copy (`postgres`): called from the copy thread once the
+        copy's data is fixed and the freeze may be released."""
         loop, started, timed_out = asyncio.get_running_loop(), asyncio.Event(), threading.Event()
 
         def copy() -> SnapshotFiles:
@@ -58,6 +62,8 @@ class Freezer:
             timer = threading.Timer(self._timeout, lambda: (timed_out.set(), cancel.set()))
             timer.start()
             try:
+                if pinned is not None:
+                    return frozen.copy_online(directory, cancel, pinned)
                 return frozen.copy_to(directory, cancel)
             finally:
                 timer.cancel()
@@ -77,10 +83,12 @@ class Freezer:
                 raise DriverError(f"snapshot timed out after {self._timeout:g} s") from None
             raise
 
-    async def release(self, driver: ClusterDriver, target: str, frozen: FrozenCluster | None) -> None:
+    async def release(self, driver: ClusterDriver, target: str, frozen: FrozenCluster | None,
+                      clean_up: bool = True) -> None:
         """Let writes through again, retried with backoff for as long as it takes: the
         caller records the unlock only after this returns. Idempotent: `thaw(target)` lifts
-        whatever froze the cluster, this attempt's freeze or an earlier one's."""
+        whatever froze the cluster, this attempt's freeze or an earlier one's. Without
+        `clean_up` the driver's traces stay (an online copy is still running)."""
         if frozen is not None:
             try:
                 await self._control.run(frozen.release)
@@ -96,7 +104,8 @@ class Freezer:
                             target, attempt, delay, error)
             await asyncio.sleep(delay)
             delay, attempt = min(delay * 2, self._release_backoff[1]), attempt + 1
-        self.clean_up_later(driver, target)
+        if clean_up:
+            self.clean_up_later(driver, target)
 
     async def abandon(self, frozen: FrozenCluster | None) -> None:
         """Let go of this attempt's handle without lifting the freeze (it is another

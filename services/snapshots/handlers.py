@@ -51,19 +51,20 @@ def create_snapshot(app: "SnapshotsApplication", cmd: c.CreateSnapshotRequested,
     check_description(cmd.description)
     check_retention(cmd.retention_days)
     return _start_snapshot(app, app.get_cluster(cmd.cluster_name), cmd.snapshot_name, cmd.description,
-                           command_id, SnapshotType.MANUAL, cmd.retention_days)
+                           command_id, SnapshotType.MANUAL, cmd.retention_days, cmd.online)
 
 
 def _start_snapshot(app: "SnapshotsApplication", cluster: Cluster, snapshot_name: str, description: str,
-                    command_id: str, snapshot_type: SnapshotType, retention_days: int):
+                    command_id: str, snapshot_type: SnapshotType, retention_days: int,
+                    online: bool = False):
     existing = app.find(snapshot_id(snapshot_name))
     if existing is not None:
         raise DuplicateSnapshotName(
             f"snapshot name {snapshot_name!r} is taken by {existing.snapshot_name!r} "
             "(names are case-insensitive)")
-    cluster.lock(snapshot_name, command_id)
+    cluster.lock(snapshot_name, command_id, online)
     snapshot = Snapshot.start(cluster.cluster_name, snapshot_name, description, app.clock.now(),
-                              command_id, snapshot_type, retention_days)
+                              command_id, snapshot_type, retention_days, online)
     return [cluster, snapshot]
 
 

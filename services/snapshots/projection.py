@@ -176,17 +176,28 @@ class Projection:
             cluster_name=data["cluster_name"], status=SnapshotStatus.CREATING,
             snapshot_type=data["snapshot_type"], description=data["description"],
             started_at=envelope.time, sequence=int(envelope.sequence),
-            retention_days=data.get("retention_days", -1)))
+            retention_days=data.get("retention_days", -1), online=data.get("online", False)))
 
     def _when_snapshot_completed(self, tx, data, envelope) -> None:
         self._update_snapshot(tx, data, status=SnapshotStatus.AVAILABLE, size_bytes=data["size_bytes"],
                               started_at=datetime.fromisoformat(data["started_at"]),
                               finished_at=datetime.fromisoformat(data["finished_at"]),
                               warning=data.get("warning"), repository=data.get("repository", "local"))
+        self._end_online_task(tx, data)
 
     def _when_snapshot_failed(self, tx, data, envelope) -> None:
         self._update_snapshot(tx, data, status=SnapshotStatus.FAILED, failure_reason=data["reason"],
                               finished_at=envelope.time)
+        self._end_online_task(tx, data)
+
+    def _end_online_task(self, tx, data) -> None:
+        """An online snapshot's outcome comes after its ClusterUnlocked: it ends the task."""
+        snapshots, clusters = self._tables.snapshots, self._tables.clusters
+        online = tx.execute(select(snapshots.c.online).where(
+            snapshots.c.key == name_key(data["snapshot_name"]))).scalar()
+        if online:
+            tx.execute(update(clusters).where(clusters.c.key == name_key(data["cluster_name"]))
+                       .values(task_status=None))
 
     def _when_snapshot_deleted(self, tx, data, envelope) -> None:
         snapshots = self._tables.snapshots

@@ -6,7 +6,7 @@ PostgreSQL database of the event store when that is configured."""
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import (JSON, URL, BigInteger, Column, DateTime, Engine, MetaData, String,
+from sqlalchemy import (JSON, URL, BigInteger, Boolean, Column, DateTime, Engine, MetaData, String,
                         Table, Text, create_engine, func, inspect, select, text)
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
@@ -45,6 +45,7 @@ def define_tables(suffix: str = "") -> ViewTables:
         Column("sequence", BigInteger, nullable=False),
         Column("retention_days", BigInteger),  # -1: kept forever (null: a view from before)
         Column("repository", Text),  # where its files are: `local` or s3://bucket/prefix
+        Column("online", Boolean),  # an online snapshot: its outcome ends the cluster's task
     ), Table(
         "view_clusters" + suffix, metadata,
         Column("key", String(256), primary_key=True),

@@ -206,6 +206,8 @@ class SnapshotWorkflow:
         except DriverError as error:  # nothing was frozen: record the failure at once
             await self._store.run(self._app.fail_snapshot, cluster_name, snapshot_name, str(error))
             return "failed"
+        if cluster.unlocked:
+            return await self._end_interrupted_online(driver, cluster)
         frozen, frozen_at, cancel = None, None, threading.Event()
         try:
             frozen = await self.freezer.freeze(driver, cluster.target)
@@ -213,7 +215,13 @@ class SnapshotWorkflow:
             if not cluster.read_only:
                 await self._store.run(self._app.make_read_only, cluster_name, snapshot_name)
             key, repository = SnapshotKey(cluster_name, snapshot_name, attempt), self.repositories.default
-            outcome = await self.freezer.copy(repository.source(frozen, key), repository.directory(key), cancel)
+            source, directory = repository.source(frozen, key), repository.directory(key)
+            if cluster.online:
+                outcome, released = await self._copy_online(driver, cluster, source, frozen, frozen_at,
+                                                            directory, cancel)
+                frozen_at = None if released else frozen_at
+            else:
+                outcome = await self.freezer.copy(source, directory, cancel)
         except (asyncio.CancelledError, IntegrityError):
             cancel.set()
             await self._release(driver, cluster.target, frozen, frozen_at)
@@ -229,11 +237,57 @@ class SnapshotWorkflow:
             self.delete_files(cluster_name, snapshot_name, attempt, self.repositories.default.url)
             return "stale"
         await self._release(driver, cluster.target, frozen, frozen_at)
+        if cluster.online:  # online: ClusterUnlocked always comes before the outcome
+            await self._store.run(self._app.unlock_online, cluster_name, snapshot_name)
         return await self._record(cluster_name, snapshot_name, attempt, outcome)
 
-    async def _release(self, driver, target: str, frozen, frozen_at: float | None) -> None:
+    async def _copy_online(self, driver, cluster, source, frozen, frozen_at: float, directory: Path,
+                           cancel: threading.Event) -> tuple[object, bool]:
+        """An online copy: once the driver has pinned the copy's data, release the freeze and
+        record ClusterUnlocked while the copy goes on. Returns (the copy's outcome, released)."""
+        if not hasattr(source, "copy_online"):
+            raise DriverError(f"online snapshots are written to the local repository only; this "
+                              f"service writes to {self.repositories.default.url}")
+        loop, pinned = asyncio.get_running_loop(), asyncio.Event()
+        copy = asyncio.ensure_future(self.freezer.copy(
+            source, directory, cancel, lambda: loop.call_soon_threadsafe(pinned.set)))
+        waiter = asyncio.ensure_future(pinned.wait())
+        released = False
+        try:
+            await asyncio.wait([copy, waiter], return_when=asyncio.FIRST_COMPLETED)
+            if pinned.is_set():
+                await self._release(driver, cluster.target, frozen, frozen_at, clean_up=False)
+                released = True
+                await self._store.run(self._app.unlock_online, cluster.cluster_name, cluster.snapshot_name)
+                log.info("snapshot %s of %s: unlocked after %.3f s; the copy goes on",
+                         cluster.snapshot_name, cluster.cluster_name, time.monotonic() - frozen_at)
+            return await copy, released
+        except BaseException:
+            cancel.set()
+            copy.cancel()
+            await asyncio.wait([copy])
+            raise
+        finally:
+            waiter.cancel()
+
+    async def _end_interrupted_online(self, driver, cluster) -> str:
+        """An online copy stopped after the unlock (a crash, a partition moved): the database
+        has changed since ClusterReadOnly, so the snapshot cannot be taken again; it fails,
+        and every attempt's files are removed."""
+        reason = ("the online copy was interrupted after the cluster was unlocked (the worker "
+                  "stopped or its partition moved); the data of that moment cannot be copied "
+                  "again: take a new snapshot")
+        await self._release(driver, cluster.target, None, None)  # the freeze's traces, if any
+        failed = await self._store.run(self._app.fail_snapshot, cluster.cluster_name,
+                                       cluster.snapshot_name, reason)
+        if failed:
+            self.delete_files(cluster.cluster_name, cluster.snapshot_name)
+        return "failed" if failed else "stale"
+
+    async def _release(self, driver, target: str, frozen, frozen_at: float | None,
+                       clean_up: bool = True) -> None:
         """Release (retried until done), then count how long the cluster refused writes."""
-        await asyncio.shield(self.freezer.release(driver, target, frozen))
+        await asyncio.shield(self.freezer.release(driver, target, frozen, clean_up))
         if frozen_at is not None:
             metrics.READ_ONLY_SECONDS.labels(driver.name).observe(time.monotonic() - frozen_at)
 

@@ -40,6 +40,7 @@ class NewSnapshot(BaseModel):
     snapshot_name: str = Field(min_length=1, max_length=256)
     description: str = Field("", max_length=4096)
     retention_days: int = Field(-1, ge=-(2**31), le=2**31)
+    online: bool = False
 
 
 class NewPolicy(BaseModel):

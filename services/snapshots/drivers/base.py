@@ -59,6 +59,11 @@ class FrozenCluster(Protocol):
     def copy_to(self, directory: Path, cancel: threading.Event | None = None,
                 progress: Progress | None = None) -> SnapshotFiles: ...
 
+    # A driver that supports online snapshots (`postgres`) also has
+    # `copy_online(directory, cancel, pinned, progress=None)`: the same copy, calling
+    # `pinned()` from the copying thread once the copy's data is fixed, after which the
+    # caller may release the freeze while the copy goes on.
+
     def release(self) -> None: ...
 
     def cleanup(self) -> None: ...

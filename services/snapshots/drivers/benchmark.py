@@ -16,6 +16,11 @@ class NothingFrozen:
                 progress: Progress | None = None) -> SnapshotFiles:
         return SnapshotFiles(directory=directory, size_bytes=0, sha256="", warning=None)
 
+    def copy_online(self, directory: Path, cancel: threading.Event | None, pinned,
+                    progress: Progress | None = None) -> SnapshotFiles:
+        pinned()
+        return self.copy_to(directory, cancel, progress)
+
     def release(self) -> None:
         pass
 

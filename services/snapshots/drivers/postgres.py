@@ -41,7 +41,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg import sql
 
 from events.vocabulary import name_key
-from services.snapshots.drivers import postgres_freeze
+from services.snapshots.drivers import postgres_freeze, postgres_online
 from services.snapshots.drivers.base import (CleanupPending, CopyCancelled, DriverError, Progress, SnapshotFiles,
                                              verify_manifest, write_manifest)
 from services.snapshots.drivers.tools import run_tool, stream_tool, tool_environment
@@ -84,7 +84,7 @@ class FrozenPostgres:
         """The dump of `copy_to`, handed to `write` block by block as pg_dump produces it
         (an S3 repository uploads it: no local file); returns the manifest's facts and the
         warning. The caller computes the size and sha256 of what it received."""
-        total, done = (self._database_size() if progress else None), [0]
+        total, done = (self._database_size(self._connection) if progress else None), [0]
 
         def received(block: bytes) -> None:
             write(block)
@@ -92,38 +92,71 @@ class FrozenPostgres:
 
         report = (lambda: progress(done[0], total)) if progress else None
         env = tool_environment(self._driver._passwords.get(self._target))
-        stream_tool(["pg_dump", "--format=custom", "--no-password", f"--exclude-schema={FREEZE_SCHEMA}",
-                     f"--dbname={self._target}"], env, self._driver._tool_timeout, received, cancel, report)
+        stream_tool(self._dump_args(None), env, self._driver.tool_timeout, received, cancel, report)
         if progress:
             progress(done[0], done[0])
         version, tables, counts = self._statistics(cancel)
         return ({"driver": "postgres", "server_version": version, "row_counts": counts},
                 dead_row_warning(tables))
 
+    def copy_online(self, directory: Path, cancel: threading.Event | None, pinned: Callable[[], None],
+                    progress: Progress | None = None) -> SnapshotFiles:
+        """The copy of an online snapshot: `pinned()` is called, from this thread, once the
+        dump's snapshot (the database as of the freeze) is taken and the freeze may be
+        released; the copy then goes on (see `postgres_online`)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        dump = directory / "database.pgdump"
+        export = postgres_online.SnapshotExport(self._driver.connect(self._target), FREEZE_SCHEMA)
+        try:
+            total = self._database_size(export.connection) if progress else None
+            report = (lambda: progress(_size_of(dump), total)) if progress else None
+            postgres_online.dump_online(self._dump_args(dump), self._driver.password_of(self._target),
+                                        self._driver.tool_timeout, export, self._connection, pinned,
+                                        cancel, report)
+            version, tables, counts = self._statistics(cancel, export.connection)
+        except BaseException:
+            dump.unlink(missing_ok=True)
+            raise
+        finally:
+            export.close()
+        if progress:
+            progress(_size_of(dump), _size_of(dump))
+        files = write_manifest(directory, dump, driver="postgres", server_version=version,
+                               row_counts=counts)
+        return SnapshotFiles(files.directory, files.size_bytes, files.sha256, dead_row_warning(tables))
+
+    def _dump_args(self, dump: Path | None) -> list[str]:
+        """pg_dump's arguments: to the file `dump`, or to stdout (None)."""
+        compression = [] if self._driver.compression is None else [f"--compress={self._driver.compression}"]
+        output = [] if dump is None else [f"--file={dump}"]
+        return ["pg_dump", "--format=custom", "--no-password", *compression,
+                f"--exclude-schema={FREEZE_SCHEMA}", *output, f"--dbname={self._target}"]
+
     def _dump(self, dump: Path, cancel: threading.Event | None, progress: Progress | None) -> None:
-        total = self._database_size() if progress else None
+        total = self._database_size(self._connection) if progress else None
         report = (lambda: progress(_size_of(dump), total)) if progress else None
-        self._driver.run_tool(["pg_dump", "--format=custom", "--no-password",
-                               f"--exclude-schema={FREEZE_SCHEMA}", f"--file={dump}",
-                               f"--dbname={self._target}"], self._target, cancel, report)
+        self._driver.run_tool(self._dump_args(dump), self._target, cancel, report)
         if progress:
             size = _size_of(dump)
             progress(size, size)  # done: the total is now known exactly
 
-    def _database_size(self) -> int | None:
+    @staticmethod
+    def _database_size(connection: psycopg.Connection) -> int | None:
         try:
-            return self._connection.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+            return connection.execute("SELECT pg_database_size(current_database())").fetchone()[0]
         except psycopg.Error:
             return None  # only an estimate for progress: not worth failing the snapshot
 
-    def _statistics(self, cancel: threading.Event | None) -> tuple[str, list, dict]:
+    def _statistics(self, cancel: threading.Event | None,
+                    connection: psycopg.Connection | None = None) -> tuple[str, list, dict]:
+        connection = connection or self._connection
         try:
-            version = self._connection.execute("SHOW server_version").fetchone()[0]
-            tables = self._connection.execute(TABLES, (FREEZE_SCHEMA,)).fetchall()
+            version = connection.execute("SHOW server_version").fetchone()[0]
+            tables = connection.execute(TABLES, (FREEZE_SCHEMA,)).fetchall()
             counts = {}
             for name, _, _ in tables:
                 _raise_if_cancelled(cancel)
-                counts[name] = self._connection.execute(
+                counts[name] = connection.execute(
                     sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(name))).fetchone()[0]
         except psycopg.Error as error:
             raise DriverError(f"cannot read the database's statistics: {error}") from error
@@ -181,11 +214,17 @@ class PostgresDriver:
     name = "postgres"
 
     def __init__(self, passwords: Mapping[str, str] | None = None, lock_timeout_seconds: float = 10.0,
-                 tool_timeout_seconds: float = 3600.0, release_lock_timeout_seconds: float = 2.0):
+                 tool_timeout_seconds: float = 3600.0, release_lock_timeout_seconds: float = 2.0,
+                 compression: int | None = None):
         self._passwords = dict(passwords or {})
         self._lock_timeout = lock_timeout_seconds
-        self._tool_timeout = tool_timeout_seconds
+        self.tool_timeout = tool_timeout_seconds
         self._release_lock_timeout = release_lock_timeout_seconds
+        #: pg_dump's --compress level (0-9); None: pg_dump's own default.
+        self.compression = compression
+
+    def password_of(self, target: str) -> str | None:
+        return self._passwords.get(target)
 
     def connect(self, target: str, **kwargs) -> psycopg.Connection:
         password = self._passwords.get(target)
@@ -252,4 +291,4 @@ class PostgresDriver:
                  on_poll: Callable[[], None] | None = None) -> str:
         """Run pg_dump or pg_restore with the password of `password_of`, if any, within the tool timeout."""
         env = tool_environment(self._passwords.get(password_of))
-        return run_tool(args, env, self._tool_timeout, cancel, on_poll)
+        return run_tool(args, env, self.tool_timeout, cancel, on_poll)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from services.snapshots.broker import die_with_parent
 from services.snapshots.drivers.base import CopyCancelled, DriverError
 
 POLL_SECONDS = 0.1
@@ -36,11 +37,22 @@ def run_tool(args: list[str], env: dict[str, str], timeout: float,
              cancel: threading.Event | None = None, on_poll: Callable[[], None] | None = None) -> str:
     """Run a tool to the end and return its output; DriverError if it fails or times
     out, CopyCancelled if `cancel` is set first."""
+    return finish_tool(start_tool(args, env), args, timeout, cancel, on_poll)
+
+
+def start_tool(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start a tool that dies with this process (PR_SET_PDEATHSIG), even by SIGKILL: no
+    orphaned pg_dump goes on writing into an attempt's directory after a crash."""
     try:
-        process = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent())
     except OSError as error:
         raise DriverError(f"{args[0]} could not run: {error}") from error
+
+
+def finish_tool(process: subprocess.Popen, args: list[str], timeout: float,
+                cancel: threading.Event | None = None, on_poll: Callable[[], None] | None = None) -> str:
+    """Wait for a started tool (see `run_tool`); it is stopped if anything goes wrong."""
     with process:
         try:
             stdout, stderr = _wait(process, args[0], timeout, cancel, on_poll)
@@ -66,6 +78,12 @@ def _wait(process: subprocess.Popen, name: str, timeout: float,
             raise CopyCancelled(f"{name} was cancelled")
         if time.monotonic() >= deadline:
             raise DriverError(f"{name} timed out after {timeout:g} s")
+
+
+def stop_tool(process: subprocess.Popen) -> None:
+    """Stop a started tool and reap it."""
+    with process:
+        _stop(process)
 
 
 def _stop(process: subprocess.Popen) -> None:
