@@ -13,6 +13,7 @@ from services.snapshots.drivers import DriverError, SnapshotFiles
 from services.snapshots.drivers.base import CopyCancelled
 from services.snapshots.freezing import Freezer
 from services.snapshots.jobs import Jobs
+from services.snapshots.repository import LocalRepository, Repositories
 from services.snapshots.threads import ThreadPool
 from services.snapshots.workflow import SnapshotWorkflow
 
@@ -137,3 +138,34 @@ async def test_an_online_copy_cancelled_after_the_unlock_is_failed_by_the_next_r
     assert "interrupted after the cluster was unlocked" in app.get_snapshot("online-1").failure_reason
     await until(lambda: not (tmp_path / "dws-pg" / "online-1").exists())
     assert app.get_cluster("dws-pg").task_status is None and not driver.frozen
+
+
+class StreamingRepository(LocalRepository):
+    """A repository that takes the data as a stream (as S3 does): its source has no online copy."""
+
+    url = "s3://bucket/prefix"
+
+    def source(self, frozen, key):
+        return StreamOnly(frozen)
+
+
+class StreamOnly:
+    def __init__(self, frozen):
+        self.frozen = frozen
+
+    def copy_to(self, directory, cancel=None, progress=None):
+        return self.frozen.copy_to(directory, cancel, progress)
+
+
+async def test_an_online_snapshot_to_a_streaming_repository_fails_with_its_reason_and_unlocks(tmp_path):
+    app = online_request()
+    driver = OnlineFake(app)
+    streaming = StreamingRepository(tmp_path / "s3")
+    flow = SnapshotWorkflow(app, workflow(app, driver, tmp_path).freezer,
+                            Repositories(streaming, LocalRepository(tmp_path), tmp_path / "staging"),
+                            ThreadPool(2, "store"))
+    flow.start("dws-pg")
+    await flow.wait_idle()
+    assert stored(app)[-3:] == ["ClusterUnlocked", "SnapshotFailed", "SnapshotTaskEnded"]
+    assert "local repository only" in app.get_snapshot("online-1").failure_reason
+    assert not driver.frozen and app.get_cluster("dws-pg").task_status is None
