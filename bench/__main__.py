@@ -41,7 +41,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--stores", default="sqlite,postgres")
-    parser.add_argument("--only", default="control,replay,dump,s3")
+    parser.add_argument("--only", default="control,copies,replay,dump,s3",
+                        help="control (benchmark driver), copies (real SQLite copies), replay, dump, s3")
     parser.add_argument("--replay-sizes", default="100000,1000000", help="stored events per replay run")
     args = parser.parse_args()
     workflows, rates, seconds = (200, [10, 50], 3) if args.quick else (2000, [10, 50, 200], 10)
@@ -63,6 +64,10 @@ def main() -> None:
                                      workflows * 6)
                     if database:
                         drop_database(database)
+            if "copies" in only and store == "sqlite":
+                with tempfile.TemporaryDirectory() as tmp:
+                    asyncio.run(control_plane.run_control_plane(
+                        report, broker, Path(tmp), store, workflows, 200, rates, seconds, None, copies=True))
             if "replay" in only:
                 for size in replay_sizes:
                     with tempfile.TemporaryDirectory() as tmp:

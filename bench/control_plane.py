@@ -3,6 +3,7 @@ API) on the embedded broker, with the BENCHMARK DRIVER (copies nothing), against
 aiokafka and raw eventsourcing baselines measured in the same run."""
 
 import asyncio
+import sqlite3
 import time
 import uuid
 
@@ -18,25 +19,43 @@ from tests.e2e.system import RunningSystem
 
 
 async def run_control_plane(report: Report, broker, data_dir, store: str, workflows: int, clusters: int,
-                            rates: list[int], seconds: float, postgres_dsn: str | None) -> None:
-    settings = {"benchmark_driver": "true", "event_store": store,
-                "commands_topic": f"bench.commands.{store}", "events_topic": f"bench.events.{store}",
-                "dlq_topic": f"bench.dlq.{store}", "service_id": f"bench-{store}-{uuid.uuid4().hex[:4]}"}
+                            rates: list[int], seconds: float, postgres_dsn: str | None,
+                            copies: bool = False) -> None:
+    """`copies`: real SQLite clusters (small files) copied by the sqlite driver, instead
+    of the BENCHMARK DRIVER; the figures are labelled `store+copies`."""
+    label = f"{store}+copies" if copies else store
+    topic = label.replace("+", "-")
+    settings = {"benchmark_driver": "false" if copies else "true", "event_store": store,
+                "commands_topic": f"bench.commands.{topic}", "events_topic": f"bench.events.{topic}",
+                "dlq_topic": f"bench.dlq.{topic}", "service_id": f"bench-{topic}-{uuid.uuid4().hex[:4]}"}
     if postgres_dsn:
         settings["postgres_dsn"] = postgres_dsn
     system = RunningSystem(broker.bootstrap_servers, data_dir, **settings)
     await ensure_topics(broker.bootstrap_servers, 3, [system.commands_topic, system.events_topic])
+    names = [f"bench-{i:03d}" for i in range(clusters)]
+    targets = {name: small_cluster(data_dir, name) if copies else str(data_dir / "bench" / name) for name in names}
     system.start()
     try:
-        names = [f"bench-{i:03d}" for i in range(clusters)]
         async with Client(system) as client:
-            await client.register(names)
-            await throughput(report, client, system, store, names, workflows)
+            await client.register(targets)
+            await throughput(report, client, system, label, names, workflows)
             for rate in rates:
-                await latency(report, client, system, store, names, rate, seconds)
+                await latency(report, client, system, label, names, rate, seconds)
     finally:
         system.stop()
-    await raw_kafka(report, broker.bootstrap_servers, store, workflows)
+    if not copies:
+        await raw_kafka(report, broker.bootstrap_servers, store, workflows)
+
+
+def small_cluster(data_dir, name: str, rows: int = 100) -> str:
+    """A small SQLite warehouse (one table of `rows` rows, about 8 KB) inside the data
+    directory (an allowed target); returns its path."""
+    path = data_dir / "bench-clusters" / f"{name}.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE IF NOT EXISTS sales (id INTEGER PRIMARY KEY, amount REAL, note TEXT)")
+        db.executemany("INSERT INTO sales (amount, note) VALUES (?, ?)", [(i * 1.5, f"row {i}") for i in range(rows)])
+    return str(path)
 
 
 class Client:
@@ -62,9 +81,11 @@ class Client:
         await self.producer.send(self.system.commands_topic, encode(envelope), key=command.cluster_name.encode())
         return envelope.id
 
-    async def register(self, names) -> None:
-        for name in names:
-            await self.send(RegisterCluster(cluster_name=name, driver="sqlite", target=f"/bench/{name}"))
+    async def register(self, targets: dict[str, str]) -> None:
+        """Register each cluster at its target (inside the data directory: allowed)."""
+        names = list(targets)
+        for name, target in targets.items():
+            await self.send(RegisterCluster(cluster_name=name, driver="sqlite", target=target))
         pending = set(names)
         async for envelope in self.events:
             if envelope.type in ("ClusterRegistered", "CommandRejected"):
