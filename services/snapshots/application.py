@@ -23,6 +23,7 @@ from events.vocabulary import SnapshotStatus, name_key
 from services.snapshots.domain import (Cluster, CommandContext, CommandRecord, Snapshot, cluster_id,
                                        command_record_id, snapshot_id)
 from services.snapshots.clock import Clock
+from services.snapshots.group_commit import GroupCommit
 from services.snapshots.handlers import COMMAND_HANDLERS, INTERNAL_COMMAND_HANDLERS
 from services.snapshots.rules import CommandNotAccepted, UnknownCluster, UnknownSnapshot
 from services.snapshots.repository import RepositoryError, normalized_url
@@ -60,7 +61,13 @@ class SnapshotsApplication(Application):
     #: (its default, 30 s, kept a store outage silent for minutes before the intake heard
     #: of it and logged its pause). Store calls never queue for connections: at most
     #: `store_threads` run at once, fewer than the pool holds.
-    env = {"POSTGRES_CONNECT_TIMEOUT": "5"}
+    #: The aggregate cache (eventsourcing's): a get starts from the cached aggregate and
+    #: reads only the events stored after it (fast-forward), so nothing is rebuilt from its
+    #: whole history, yet every get sees what other instances stored. The cache holds only
+    #: what was read from the store (a get returns a deep copy; a save never puts its
+    #: aggregates in it), so an aggregate changed by a save that failed is never served.
+    env = {"POSTGRES_CONNECT_TIMEOUT": "5", "AGGREGATE_CACHE_MAXSIZE": "10000",
+           "AGGREGATE_CACHE_FASTFORWARD": "y"}
 
     def __init__(self, env=None, on_saved: Callable[[], None] | None = None,
                  allowed_targets: AllowedTargets | None = None, clock: Clock | None = None,
@@ -74,6 +81,8 @@ class SnapshotsApplication(Application):
         self._on_saved = on_saved
         #: Where clusters may live (SNAPSHOT_ALLOWED_TARGETS); None: anywhere (unit tests).
         self._allowed_targets = allowed_targets
+        #: Saves made together by the store threads share one transaction (group_commit.py).
+        self.group_commit = GroupCommit(self.events.put)
 
     def check_target(self, driver: str, target: str) -> None:
         """Refuse a target outside the allow-list, or carrying a secret, before anything
@@ -94,6 +103,12 @@ class SnapshotsApplication(Application):
         if target == normalized_url(source):
             raise TargetNotAllowed(f"the snapshot is kept in {target} already")
         return target
+
+    def _record(self, processing_event):
+        if self.repository.cache and not self.repository.fastforward:
+            raise RuntimeError("the aggregate cache must fast-forward (AGGREGATE_CACHE_FASTFORWARD=y)")
+        return self.group_commit.record(processing_event.events, tracking=processing_event.tracking,
+                                        **processing_event.saved_kwargs)
 
     def _notify(self, recordings) -> None:
         super()._notify(recordings)

@@ -248,7 +248,9 @@ def event_store_env(settings: Settings) -> dict[str, str]:
             "POSTGRES_HOST": url.hostname or "127.0.0.1",
             "POSTGRES_PORT": str(url.port or 5432),
             "POSTGRES_USER": url.username or "postgres",
-            "POSTGRES_PASSWORD": _postgres_password(settings)}
+            "POSTGRES_PASSWORD": _postgres_password(settings),
+            # Store calls never queue for a connection (eventsourcing's default pool is 5 + 10).
+            "POSTGRES_POOL_SIZE": str(max(5, settings.store_threads + 2))}
 
 
 def view_url(settings: Settings) -> str | URL:

@@ -20,10 +20,11 @@ never on the event loop."""
 
 import asyncio
 import itertools
+from collections import defaultdict
 import logging
 import re
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import eventsourcing.persistence as es
@@ -140,6 +141,22 @@ class CommandIntake:
             outcome = await self._receive(envelope, value, key, partition)
         metrics.command_handled(envelope.type, outcome)
         return outcome
+
+    async def receive_many(self, records: Sequence[tuple[bytes | None, bytes | None, int | None]]) -> list[Outcome]:
+        """Handle records that arrived together: (value, key, partition) each. Records of
+        one key (one cluster) are handled one after the other, in arrival order; different
+        keys at the same time, so their saves share transactions (group_commit.py). Each
+        record gets its own outcome, exactly as `receive` gives it; returns them in order."""
+        by_key: dict[bytes | None, list[int]] = defaultdict(list)
+        for index, (_, key, _) in enumerate(records):
+            by_key[key.lower() if key else key].append(index)
+        outcomes: list[Outcome | None] = [None] * len(records)
+
+        async def in_order(indexes: list[int]) -> None:
+            for index in indexes:
+                outcomes[index] = await self.receive(*records[index])
+        await asyncio.gather(*(in_order(indexes) for indexes in by_key.values()))
+        return outcomes
 
     async def _receive(self, envelope: Envelope, value: bytes | None, key: bytes | None,
                        partition: int | None) -> Outcome:

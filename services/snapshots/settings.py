@@ -34,7 +34,13 @@ class Settings(BaseSettings):
     #: The CLI's API token (else `<data dir>/admin.token`).
     api_token: SecretStr | None = None
     #: Threads for blocking event-store calls, apart from the copies' pool (see threads.py).
-    store_threads: int = Field(4, ge=1, le=64)
+    #: Several at once let saves share a transaction (group_commit.py); a PostgreSQL store
+    #: gets a connection pool of this size plus the relay's.
+    store_threads: int = Field(8, ge=1, le=64)
+    #: The intake takes the commands that arrived together, up to this many, waiting at
+    #: most `command_batch_seconds` for more (different clusters' commands run at once).
+    command_batch_size: int = Field(200, ge=1, le=10_000)
+    command_batch_seconds: float = Field(0.005, gt=0)
     relay_batch_size: int = 500
     #: How often the projection catches up with the store when the topic is quiet.
     projection_poll_seconds: float = Field(2.0, gt=0)

@@ -91,17 +91,21 @@ def create_service_worker(settings: Settings, parts: ServiceParts) -> faust.App:
 
     @app.agent(commands)
     async def handle_snapshot_commands(stream):
-        # One record at a time: `receive` returns only when the command has its outcome
-        # or is in the DLQ, pausing while the event store is away. faust acks a record when
-        # this body is done with it and commits only acked offsets, so a paused command is
-        # neither skipped nor committed: a SIGKILL re-delivers it, and a SIGTERM waits for
-        # it (faust's stream_wait_empty) until the store is back or the process is killed.
-        async for record in stream.events():
+        # The records that arrived together (up to `command_batch_size`, waiting at most
+        # `command_batch_seconds` for more): each key's in order, different keys at once,
+        # so that their saves share a transaction. `receive_many` returns only when every
+        # record has its outcome or is in the DLQ, pausing while the event store is away.
+        # take_events acks the records only after this body is done with the batch, and
+        # faust commits only acked offsets, so a paused command is neither skipped nor
+        # committed: a SIGKILL re-delivers it, and a SIGTERM waits for it (faust's
+        # stream_wait_empty) until the store is back or the process is killed.
+        async for batch in stream.take_events(settings.command_batch_size, within=settings.command_batch_seconds):
             try:
-                await parts.intake.receive(record.value, record.key, record.message.partition)
+                await parts.intake.receive_many([(record.value, record.key, record.message.partition)
+                                                 for record in batch])
             except Exception:  # the intake never raises; a last guard all the same
-                log.exception("command at %s:%s could not be handled",
-                              record.message.partition, record.message.offset)
+                log.exception("commands at %s could not be handled",
+                              [(record.message.partition, record.message.offset) for record in batch])
 
     @app.on_partitions_revoked.connect
     async def cancel_workflows_of_revoked_partitions(sender, revoked, **kwargs):
