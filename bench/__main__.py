@@ -44,8 +44,12 @@ def main() -> None:
     parser.add_argument("--only", default="control,copies,replay,dump,s3",
                         help="control (benchmark driver), copies (real SQLite copies), replay, dump, s3")
     parser.add_argument("--replay-sizes", default="100000,1000000", help="stored events per replay run")
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="py-spy profiles of the service and projection during the throughput runs")
+    parser.add_argument("--workflows", type=int, default=None, help="workflows of the throughput run")
     args = parser.parse_args()
     workflows, rates, seconds = (200, [10, 50], 3) if args.quick else (2000, [10, 50, 200], 10)
+    workflows = args.workflows or workflows
     replay_sizes = [10_000] if args.quick else [int(n) for n in args.replay_sizes.split(",")]
     dump_gb = 0.05 if args.quick else 1.0
     report, only = Report(), args.only.split(",")
@@ -59,7 +63,7 @@ def main() -> None:
                     settings = store_settings(store, Path(tmp), database)
                     dsn = settings.postgres_dsn if database else None
                     asyncio.run(control_plane.run_control_plane(
-                        report, broker, Path(tmp), store, workflows, 200, rates, seconds, dsn))
+                        report, broker, Path(tmp), store, workflows, 200, rates, seconds, dsn, profile_dir=args.profile))
                     stores.raw_saves(report, store_settings(store, Path(tmp) / "raw", database), store,
                                      workflows * 6)
                     if database:
@@ -67,7 +71,8 @@ def main() -> None:
             if "copies" in only and store == "sqlite":
                 with tempfile.TemporaryDirectory() as tmp:
                     asyncio.run(control_plane.run_control_plane(
-                        report, broker, Path(tmp), store, workflows, 200, rates, seconds, None, copies=True))
+                        report, broker, Path(tmp), store, workflows, 200, rates, seconds, None, copies=True,
+                        profile_dir=args.profile))
             if "replay" in only:
                 for size in replay_sizes:
                     with tempfile.TemporaryDirectory() as tmp:

@@ -3,8 +3,13 @@ API) on the embedded broker, with the BENCHMARK DRIVER (copies nothing), against
 aiokafka and raw eventsourcing baselines measured in the same run."""
 
 import asyncio
+import contextlib
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 import uuid
 
 import httpx
@@ -20,9 +25,11 @@ from tests.e2e.system import RunningSystem
 
 async def run_control_plane(report: Report, broker, data_dir, store: str, workflows: int, clusters: int,
                             rates: list[int], seconds: float, postgres_dsn: str | None,
-                            copies: bool = False) -> None:
+                            copies: bool = False, profile_dir=None) -> None:
     """`copies`: real SQLite clusters (small files) copied by the sqlite driver, instead
-    of the BENCHMARK DRIVER; the figures are labelled `store+copies`."""
+    of the BENCHMARK DRIVER; the figures are labelled `store+copies`. `profile_dir`:
+    py-spy profiles (raw format) of the service and the projection during the
+    throughput run, `<part>-<label>.raw` (see bench/profile_summary.py)."""
     label = f"{store}+copies" if copies else store
     topic = label.replace("+", "-")
     settings = {"benchmark_driver": "false" if copies else "true", "event_store": store,
@@ -38,13 +45,35 @@ async def run_control_plane(report: Report, broker, data_dir, store: str, workfl
     try:
         async with Client(system) as client:
             await client.register(targets)
-            await throughput(report, client, system, label, names, workflows)
+            with profiled(system, profile_dir, label):
+                await throughput(report, client, system, label, names, workflows)
             for rate in rates:
                 await latency(report, client, system, label, names, rate, seconds)
     finally:
         system.stop()
     if not copies:
         await raw_kafka(report, broker.bootstrap_servers, store, workflows)
+
+
+@contextlib.contextmanager
+def profiled(system: RunningSystem, profile_dir, label: str):
+    """py-spy on the service and the projection while the block runs (nothing without a dir)."""
+    profilers = []
+    if profile_dir is not None:
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
+        for part in ("service", "projection"):
+            output = Path(profile_dir) / f"{part}-{label}.raw"
+            profilers.append(subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(system.processes[part].pid),
+                 "--format", "raw", "--rate", "100", "--output", str(output)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        yield
+    finally:
+        for profiler in profilers:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
+        for profiler in profilers:
+            profiler.wait(timeout=60)
 
 
 def small_cluster(data_dir, name: str, rows: int = 100) -> str:
