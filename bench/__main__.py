@@ -47,9 +47,11 @@ def main() -> None:
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="py-spy profiles of the service and projection during the throughput runs")
     parser.add_argument("--workflows", type=int, default=None, help="workflows of the throughput run")
+    parser.add_argument("--rates", default=None, help="commands/s of the latency runs, e.g. 10,50")
     args = parser.parse_args()
     workflows, rates, seconds = (200, [10, 50], 3) if args.quick else (2000, [10, 50, 200], 10)
     workflows = args.workflows or workflows
+    rates = [int(rate) for rate in args.rates.split(",")] if args.rates else rates
     replay_sizes = [10_000] if args.quick else [int(n) for n in args.replay_sizes.split(",")]
     dump_gb = 0.05 if args.quick else 1.0
     report, only = Report(), args.only.split(",")

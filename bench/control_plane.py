@@ -13,6 +13,7 @@ from pathlib import Path
 import uuid
 
 import httpx
+import psutil
 from aiokafka import TopicPartition
 
 from bench.report import Report, percentiles
@@ -45,7 +46,7 @@ async def run_control_plane(report: Report, broker, data_dir, store: str, workfl
     try:
         async with Client(system) as client:
             await client.register(targets)
-            with profiled(system, profile_dir, label):
+            with profiled(system, profile_dir, label), cpu_per_workflow(report, system, broker, label, workflows):
                 await throughput(report, client, system, label, names, workflows)
             for rate in rates:
                 await latency(report, client, system, label, names, rate, seconds)
@@ -53,6 +54,26 @@ async def run_control_plane(report: Report, broker, data_dir, store: str, workfl
         system.stop()
     if not copies:
         await raw_kafka(report, broker.bootstrap_servers, store, workflows)
+
+
+@contextlib.contextmanager
+def cpu_per_workflow(report: Report, system: RunningSystem, broker, label: str, workflows: int):
+    """CPU time (user + system) each process spent while the block ran, per workflow:
+    where the two cores go (service, projection, api, broker, and this benchmark client)."""
+    processes = {part: psutil.Process(process.pid) for part, process in system.processes.items()}
+    processes["broker"] = psutil.Process(broker.pid)
+    processes["client"] = psutil.Process()
+
+    def cpu() -> dict[str, float]:
+        return {part: sum(process.cpu_times()[:2]) for part, process in processes.items()}
+    before, started = cpu(), time.perf_counter()
+    yield
+    after, seconds = cpu(), time.perf_counter() - started
+    spent = {part: after[part] - before[part] for part in processes}
+    report.add(f"cpu[{label}]", seconds=seconds,
+               **{f"{part}_ms_per_workflow": 1000 * value / workflows for part, value in spent.items()},
+               total_ms_per_workflow=1000 * sum(spent.values()) / workflows,
+               cores_busy=sum(spent.values()) / seconds)
 
 
 @contextlib.contextmanager
