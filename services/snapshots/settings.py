@@ -35,8 +35,9 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     #: Threads for blocking event-store calls, apart from the copies' pool (see threads.py).
     #: Several at once let saves share a transaction (group_commit.py); a PostgreSQL store
-    #: gets a connection pool of this size plus the relay's.
-    store_threads: int = Field(16, ge=1, le=64)
+    #: gets a connection pool of this size plus two. Keep it under 15 on SQLite:
+    #: eventsourcing's SQLite pool holds 15 connections and a call beyond waits for one.
+    store_threads: int = Field(8, ge=1, le=64)
     #: The intake takes the commands that arrived together, up to this many, waiting at
     #: most `command_batch_seconds` for more (different clusters' commands run at once).
     command_batch_size: int = Field(200, ge=1, le=10_000)
