@@ -161,8 +161,13 @@ def read_rows(recorder, start: int, limit: int) -> list[Row]:
     """The notification log from `start`, as plain tuples: the query of the recorder's
     `select_notifications`, without building UUIDs and Notification objects per row."""
     if isinstance(recorder, SQLiteApplicationRecorder):
+        # A UUID is stored as its 32 hex digits: spelt here as str(UUID) spells it.
+        originator = ("substr(originator_id, 1, 8) || '-' || substr(originator_id, 9, 4) || '-' || "
+                      "substr(originator_id, 13, 4) || '-' || substr(originator_id, 17, 4) || '-' || "
+                      "substr(originator_id, 21)") if recorder.datastore.originator_id_type == "uuid" \
+            else "originator_id"
         with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(f"SELECT rowid, originator_id, originator_version, topic, state FROM "
+            cursor.execute(f"SELECT rowid, {originator}, originator_version, topic, state FROM "
                            f"{recorder.events_table_name} WHERE rowid>=? ORDER BY rowid LIMIT ?",
                            (start, limit))
             return cursor.fetchall()  # sqlite3.Row: a sequence, like the tuples
@@ -204,7 +209,11 @@ class LogReader:
 
     def _slow(self, row: Row) -> Published | None:
         position, originator_id, version, topic, state = row
-        notification = Notification(id=position, originator_id=UUID(originator_id),
+        try:
+            originator_id = UUID(originator_id)
+        except ValueError:
+            pass  # a store of text ids
+        notification = Notification(id=position, originator_id=originator_id,
                                     originator_version=version, topic=topic, state=bytes(state))
         try:
             envelope = to_envelope(self._mapper, notification, self._source, self._contexts)
