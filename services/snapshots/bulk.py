@@ -1,11 +1,13 @@
 """Writing replay's folded rows: the live views replaced in one transaction (readers see
 the old views or the new ones, never a mix), each table written in bulk: one executemany
-on SQLite, COPY on PostgreSQL. Values go through the same SQLAlchemy type processing as
-the live projection's inserts, so the stored rows are the same."""
+on SQLite (values through the same SQLAlchemy type processing as the live projection's
+inserts), COPY on PostgreSQL (values spelt as psycopg sends them), so the stored rows are
+the same."""
 
+import json
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, Engine, Table, delete
+from sqlalchemy import JSON, Connection, DateTime, Engine, String, Table, Text, delete
 from sqlalchemy.schema import CreateIndex, DropIndex
 
 from services.snapshots.fold import Fold
@@ -29,31 +31,60 @@ def write(engine: Engine, tables: ViewTables, fold: Fold) -> None:
 
 
 def _insert(tx: Connection, table: Table, rows: Iterable[dict]) -> None:
-    dialect, names, columns = tx.dialect, [column.name for column in table.c], []
     rows = list(rows)
     if not rows:
         return
-    for column in table.c:  # column by column: one map() each, the bulk of the Python work
-        process = column.type.dialect_impl(dialect).bind_processor(dialect)
-        values = [row.get(column.name) for row in rows]
-        columns.append(list(map(process, values)) if process else values)
-    values = list(zip(*columns))
-    quoted = ", ".join(f'"{name}"' for name in names)
-    if dialect.name == "postgresql":
+    quoted = ", ".join(f'"{column.name}"' for column in table.c)
+    if tx.dialect.name == "postgresql":
         with tx.connection.driver_connection.cursor() as cursor:
             with cursor.copy(f'COPY "{table.name}" ({quoted}) FROM STDIN') as copy:
-                for row in values:
-                    copy.write_row(row)
-    else:
-        # The secondary indexes are built once after the rows, by sorting, rather than row
-        # by row; a larger page cache keeps the b-trees in memory (this connection only).
-        marks = ", ".join("?" for _ in names)
-        tx.exec_driver_sql(f"PRAGMA cache_size={-SQLITE_CACHE_KIB}")
-        try:
-            for index in table.indexes:
-                tx.execute(DropIndex(index))
-            tx.exec_driver_sql(f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})', values)
-            for index in table.indexes:
-                tx.execute(CreateIndex(index))
-        finally:
-            tx.exec_driver_sql(f"PRAGMA cache_size={-SQLITE_DEFAULT_CACHE_KIB}")
+                for start in range(0, len(rows), 10_000):
+                    copy.write(_copy_text(table, rows[start:start + 10_000]))
+        return
+    columns = []
+    for column in table.c:  # column by column: one map() each, the bulk of the Python work
+        process = column.type.dialect_impl(tx.dialect).bind_processor(tx.dialect)
+        values = [row.get(column.name) for row in rows]
+        columns.append(list(map(process, values)) if process else values)
+    # The secondary indexes are built once after the rows, by sorting, rather than row by
+    # row; a larger page cache keeps the b-trees in memory (this connection only).
+    marks = ", ".join("?" for _ in table.c)
+    tx.exec_driver_sql(f"PRAGMA cache_size={-SQLITE_CACHE_KIB}")
+    try:
+        for index in table.indexes:
+            tx.execute(DropIndex(index))
+        tx.exec_driver_sql(f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})', list(zip(*columns)))
+        for index in table.indexes:
+            tx.execute(CreateIndex(index))
+    finally:
+        tx.exec_driver_sql(f"PRAGMA cache_size={-SQLITE_DEFAULT_CACHE_KIB}")
+
+
+#: COPY's text format: these characters of a value are written as escapes.
+_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _needs_escapes(text: str) -> bool:
+    return "\\" in text or "\n" in text or "\r" in text or "\t" in text
+
+
+def _copy_text(table: Table, rows: list[dict]) -> str:
+    """Rows in COPY's text format, each value as the live projection's insert sends it:
+    JSON as `json.dumps` writes it (psycopg's Json), a timestamp in ISO 8601 with its
+    offset, NULL as \\N."""
+    columns = []
+    for column in table.c:
+        values = [row.get(column.name) for row in rows]
+        if isinstance(column.type, JSON):
+            text = [None if v is None else json.dumps(v) for v in values]
+        elif isinstance(column.type, DateTime):
+            text = [None if v is None else v.isoformat() for v in values]
+        elif isinstance(column.type, (String, Text)):
+            text = [None if v is None else str(v) for v in values]
+        else:
+            text = [None if v is None else str(int(v)) for v in values]
+        present = [v for v in text if v is not None]
+        if _needs_escapes("".join(present)):  # one scan of the column, mostly
+            text = [None if v is None else v.translate(_ESCAPES) for v in text]
+        columns.append(["\\N" if v is None else v for v in text] if len(present) < len(text) else text)
+    return "".join("\t".join(row) + "\n" for row in zip(*columns))

@@ -43,7 +43,7 @@ def varied_history(settings, follow) -> None:  # noqa: F811
         app.handle(f"create-{i}", CreateSnapshotRequested(cluster_name=cluster, snapshot_name=name,
                                                           description=f"run {i} ✓"), context=context)
         if i % 4 == 3:
-            app.fail_snapshot(cluster, name, f"disk full on {cluster}")
+            app.fail_snapshot(cluster, name, f"disk full on {cluster}:\n\tC:\\data ✗")
             continue
         app.make_read_only(cluster, name)
         app.complete_snapshot(cluster, name, 1000 + i, "slow copy" if i % 5 == 0 else None,
