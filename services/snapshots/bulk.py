@@ -6,6 +6,7 @@ the same."""
 
 import json
 from collections.abc import Iterable
+from operator import itemgetter
 
 from sqlalchemy import JSON, Connection, DateTime, Engine, String, Table, Text, delete
 from sqlalchemy.schema import CreateIndex, DropIndex
@@ -42,9 +43,8 @@ def _insert(tx: Connection, table: Table, rows: Iterable[dict]) -> None:
                     copy.write(_copy_text(table, rows[start:start + 10_000]))
         return
     columns = []
-    for column in table.c:  # column by column: one map() each, the bulk of the Python work
+    for column, values in zip(table.c, _columns(table, rows)):  # one map() per column
         process = column.type.dialect_impl(tx.dialect).bind_processor(tx.dialect)
-        values = [row.get(column.name) for row in rows]
         columns.append(list(map(process, values)) if process else values)
     # The secondary indexes are built once after the rows, by sorting, rather than row by
     # row; a larger page cache keeps the b-trees in memory (this connection only).
@@ -64,6 +64,16 @@ def _insert(tx: Connection, table: Table, rows: Iterable[dict]) -> None:
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
+def _columns(table: Table, rows: list[dict]) -> list[tuple]:
+    """The rows' values column by column (a column a row lacks: NULL, as in an INSERT)."""
+    names = [column.name for column in table.c]
+    try:
+        values = list(map(itemgetter(*names), rows))
+    except KeyError:
+        values = [tuple(row.get(name) for name in names) for row in rows]
+    return list(zip(*values))
+
+
 def _needs_escapes(text: str) -> bool:
     return "\\" in text or "\n" in text or "\r" in text or "\t" in text
 
@@ -73,8 +83,7 @@ def _copy_text(table: Table, rows: list[dict]) -> str:
     JSON as `json.dumps` writes it (psycopg's Json), a timestamp in ISO 8601 with its
     offset, NULL as \\N."""
     columns = []
-    for column in table.c:
-        values = [row.get(column.name) for row in rows]
+    for column, values in zip(table.c, _columns(table, rows)):
         if isinstance(column.type, JSON):
             text = [None if v is None else json.dumps(v) for v in values]
         elif isinstance(column.type, DateTime):

@@ -12,6 +12,7 @@ import logging
 from services.snapshots.log_reader import Published
 from services.snapshots.projection import _problem, history_row
 from services.snapshots.view_rules import DELETE, HISTORY_ONLY, INSERT, RULES
+from services.snapshots.views import LIVE
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ class Fold:
         self.history: list[dict] = []
         self.position = 0
         self.applied = 0
+        #: A new row: every column NULL but those its INSERT gives.
+        self._empty = {name: dict.fromkeys(table.c.keys()) for name, table in
+                       (("snapshots", LIVE.snapshots), ("clusters", LIVE.clusters))}
         #: (position, type, reason) of the events set aside: recorded once the rows are written.
         self.set_aside: list[tuple[int, str, str]] = []
 
@@ -67,7 +71,7 @@ class Fold:
             if row is None or not row.get(column):
                 return
         if change.action == INSERT:
-            rows[change.key] = {"key": change.key, **change.values}
+            rows[change.key] = {**self._empty[change.table], "key": change.key, **change.values}
         elif change.action == DELETE:
             rows.pop(change.key, None)
         else:

@@ -192,6 +192,8 @@ class LogReader:
         self._contexts = contexts
         #: Per topic: how to read it (see `_plan`); None: the slow road.
         self._plans: dict[str, tuple | None] = {}
+        #: Command contexts found fit for the envelope (no NUL, within its limits), by command.
+        self._plain_contexts: dict[str | None, dict] = {}
         #: A cipher or compressor, or a source the projection would refuse: all slow.
         self._fast_road = (not mapper.cipher and not mapper.compressor and "\x00" not in source
                            and "\\u0000" not in source and len(source) <= 256)
@@ -270,8 +272,12 @@ class LogReader:
         except (TypeError, ValueError):
             return _SLOW
         context = self._contexts.of(command_id)
-        for attribute, value in context.items():
-            if len(value) > _CONTEXT_LIMITS[attribute] or "\x00" in value or "\\u0000" in value:
-                return _SLOW
+        if self._plain_contexts.get(command_id) is not context:  # checked once per command
+            for attribute, value in context.items():
+                if len(value) > _CONTEXT_LIMITS[attribute] or "\x00" in value or "\\u0000" in value:
+                    return _SLOW
+            if len(self._plain_contexts) >= 100_000:
+                self._plain_contexts.clear()
+            self._plain_contexts[command_id] = context
         return Published(event_id(originator_id, version), name, time, data, command_id, str(position),
                          context)

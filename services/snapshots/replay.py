@@ -8,6 +8,7 @@ memory by the live projection's rules (`fold`) and writes them once, in bulk (`b
 Should the fold meet an event type it has no rule for, the rebuild takes the slow road:
 the live projection's own code, beside the live tables, then swapped in."""
 
+import gc
 import logging
 
 from collections.abc import Iterator
@@ -66,10 +67,16 @@ def rebuild_views(parts: "ReplayParts", source: str, batch_size: int = 5000) -> 
 def fold_views(parts: "ReplayParts", source: str, batch_size: int = 5000) -> int:
     """Fold the store's history in memory, then write the final rows once, in bulk."""
     reader, fold, after = LogReader(parts.app.mapper, source, contexts_for(parts.app)), Fold(), 0
-    while batch := read_rows(parts.app.recorder, after + 1, batch_size):
-        after = batch[-1][0]
-        fold.apply(reader.read(batch), after)
-    bulk.write(parts.engine, LIVE, fold)
+    collecting = gc.isenabled()
+    gc.disable()  # millions of rows held at once, no cycles among them: the collector would rescan them all
+    try:
+        while batch := read_rows(parts.app.recorder, after + 1, batch_size):
+            after = batch[-1][0]
+            fold.apply(reader.read(batch), after)
+        bulk.write(parts.engine, LIVE, fold)
+    finally:
+        if collecting:
+            gc.enable()
     for position, event_type, reason in fold.set_aside:
         parts.set_aside.record("projection", position, event_type, reason)
     return fold.applied
