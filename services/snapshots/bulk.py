@@ -11,7 +11,7 @@ from operator import itemgetter
 from sqlalchemy import JSON, Connection, DateTime, Engine, String, Table, Text, delete
 from sqlalchemy.schema import CreateIndex, DropIndex
 
-from services.snapshots.fold import Fold
+from services.snapshots.fold import OMITTED, Fold
 from services.snapshots.projection import POSITION
 from services.snapshots.views import ViewTables
 
@@ -45,7 +45,10 @@ def _insert(tx: Connection, table: Table, rows: Iterable[dict]) -> None:
     columns = []
     for column, values in zip(table.c, _columns(table, rows)):  # one map() per column
         process = column.type.dialect_impl(tx.dialect).bind_processor(tx.dialect)
-        columns.append(list(map(process, values)) if process else values)
+        if OMITTED in values:
+            columns.append([None if v is OMITTED else process(v) if process else v for v in values])
+        else:
+            columns.append(list(map(process, values)) if process else values)
     # The secondary indexes are built once after the rows, by sorting, rather than row by
     # row; a larger page cache keeps the b-trees in memory (this connection only).
     marks = ", ".join("?" for _ in table.c)
@@ -70,7 +73,7 @@ def _columns(table: Table, rows: list[dict]) -> list[tuple]:
     try:
         values = list(map(itemgetter(*names), rows))
     except KeyError:
-        values = [tuple(row.get(name) for name in names) for row in rows]
+        values = [tuple(row.get(name, OMITTED) for name in names) for row in rows]
     return list(zip(*values))
 
 
@@ -84,14 +87,14 @@ def _copy_text(table: Table, rows: list[dict]) -> str:
     offset, NULL as \\N."""
     columns = []
     for column, values in zip(table.c, _columns(table, rows)):
-        if isinstance(column.type, JSON):
-            text = [None if v is None else json.dumps(v) for v in values]
+        if isinstance(column.type, JSON):  # a None given is JSON's null, as SQLAlchemy sends it
+            text = [None if v is OMITTED else json.dumps(v) for v in values]
         elif isinstance(column.type, DateTime):
-            text = [None if v is None else v.isoformat() for v in values]
+            text = [None if v is None or v is OMITTED else v.isoformat() for v in values]
         elif isinstance(column.type, (String, Text)):
-            text = [None if v is None else str(v) for v in values]
+            text = [None if v is None or v is OMITTED else str(v) for v in values]
         else:
-            text = [None if v is None else str(int(v)) for v in values]
+            text = [None if v is None or v is OMITTED else str(int(v)) for v in values]
         present = [v for v in text if v is not None]
         if _needs_escapes("".join(present)):  # one scan of the column, mostly
             text = [None if v is None else v.translate(_ESCAPES) for v in text]

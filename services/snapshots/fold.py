@@ -15,6 +15,7 @@ from services.snapshots.view_rules import DELETE, HISTORY_ONLY, INSERT, RULES
 from services.snapshots.views import LIVE
 
 log = logging.getLogger(__name__)
+OMITTED = type("Omitted", (), {"__repr__": lambda self: "OMITTED"})()
 
 
 class UnknownToFold(Exception):
@@ -34,8 +35,9 @@ class Fold:
         self.history: list[dict] = []
         self.position = 0
         self.applied = 0
-        #: A new row: every column NULL but those its INSERT gives.
-        self._empty = {name: dict.fromkeys(table.c.keys()) for name, table in
+        #: A new row: every column left out but those its INSERT gives (SQL NULL, where a
+        #: None given to a JSON column is JSON's null).
+        self._empty = {name: dict.fromkeys(table.c.keys(), OMITTED) for name, table in
                        (("snapshots", LIVE.snapshots), ("clusters", LIVE.clusters))}
         #: (position, type, reason) of the events set aside: recorded once the rows are written.
         self.set_aside: list[tuple[int, str, str]] = []

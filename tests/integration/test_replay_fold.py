@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import text
 
 from events.commands import (CreateSnapshotRequested, DeleteSnapshotRequested, RegisterCluster,
-                             ReportClusterStatus, RestartClusterRequested, RestoreSnapshotRequested)
+                             RemoveSnapshotPolicy, ReportClusterStatus, RestartClusterRequested,
+                             RestoreSnapshotRequested, SetSnapshotPolicy)
 from services.snapshots import bootstrap, fold, replay
 from services.snapshots.domain import CommandContext
 from services.snapshots.log_reader import LogReader, Published, read_rows
@@ -63,6 +64,14 @@ def varied_history(settings, follow) -> None:  # noqa: F811
     app.handle("delete-3", DeleteSnapshotRequested(cluster_name="dws-one", snapshot_name="NIGHTLY-03"), context=etl)
     app.handle("status-1", ReportClusterStatus(cluster_name="DWS-Two", status="Available"), context=etl)
     app.handle("restart-2", RestartClusterRequested(cluster_name="DWS-Two"), context=alice)
+    app.handle("policy-1", SetSnapshotPolicy(cluster_name="dws-one", schedule="rate(1 day)", keep_days=7),
+               context=alice)
+    app.handle("policy-2", SetSnapshotPolicy(cluster_name="DWS-Two", schedule="0 3 * * *", keep_days=-1),
+               context=etl)
+    app.handle("policy-2-off", RemoveSnapshotPolicy(cluster_name="DWS-Two"), context=etl)
+    app.handle("create-kept", CreateSnapshotRequested(cluster_name="DWS-Two", snapshot_name="kept-01",
+                                                      retention_days=3), context=alice)
+    app.complete_snapshot("DWS-Two", "kept-01", 5, None)
     follow()
     app.handle("restore-1", RestoreSnapshotRequested(cluster_name="DWS-Two", snapshot_name="nightly-01",
                                                      target_cluster_name="dws-copy"), context=alice)
@@ -97,7 +106,7 @@ def test_the_fold_builds_every_view_row_as_the_live_projection_does(settings):  
     varied_history(settings, follow)
     engine = bootstrap.make_view_engine(settings)
     live = stored_rows(engine)
-    assert len(live["view_clusters"]) == 4 and len(live["view_snapshots"]) == 12
+    assert len(live["view_clusters"]) == 4 and len(live["view_snapshots"]) == 13
     parts = bootstrap.build_replay(settings)
     applied = replay.fold_views(parts, settings.service_id)  # the fold itself, no fallback
     assert applied == len(live["view_history"])
