@@ -4,6 +4,7 @@ in memory, written once in bulk) against a raw read of the notification log (eve
 `select_notifications`, nothing decoded) in the same run."""
 
 import os
+import resource
 import time
 from datetime import datetime, timezone
 
@@ -75,4 +76,5 @@ def replay(report: Report, settings: Settings, store: str, events: int) -> None:
     elapsed = time.perf_counter() - started
     report.add(f"replay[{store}]/{events:,}", stored_events=stored, published_events_applied=applied,
                seconds=elapsed, events_per_s=stored / elapsed, raw_log_read_events_per_s=read / raw,
-               ratio_to_raw=(stored / elapsed) / (read / raw), load_average=os.getloadavg()[0])
+               ratio_to_raw=(stored / elapsed) / (read / raw), load_average=os.getloadavg()[0],
+               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
