@@ -70,7 +70,8 @@ class Fold:
         if change.only_if is not None:
             other, key, column = change.only_if
             row = self.tables[other].get(key)
-            if row is None or not row.get(column):
+            value = row.get(column, OMITTED) if row is not None else OMITTED
+            if value is OMITTED or not value:  # left out: SQL NULL
                 return
         if change.action == INSERT:
             rows[change.key] = {**self._empty[change.table], "key": change.key, **change.values}

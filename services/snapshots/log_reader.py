@@ -98,7 +98,7 @@ def _accepts(annotation):
     """What the published JSON of one field type may be, read from the stored state:
     (python types, allowed values or None for any), _DATETIME, or None when this reader
     does not know the type (the event then always takes the slow road)."""
-    if annotation in (str, int, type(None)):
+    if annotation in (str, int, bool, type(None)):
         return (frozenset({annotation}), None)
     if annotation is datetime:
         return _DATETIME

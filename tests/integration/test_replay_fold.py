@@ -72,6 +72,17 @@ def varied_history(settings, follow) -> None:  # noqa: F811
     app.handle("create-kept", CreateSnapshotRequested(cluster_name="DWS-Two", snapshot_name="kept-01",
                                                       retention_days=3), context=alice)
     app.complete_snapshot("DWS-Two", "kept-01", 5, None)
+    app.handle("reg-pg", RegisterCluster(cluster_name="dws-pg", driver="postgres",
+                                         target="host=127.0.0.1 dbname=warehouse user=postgres"), context=alice)
+    for n, outcome in enumerate(("complete", "fail")):  # online: unlocked before the outcome
+        app.handle(f"online-{n}", CreateSnapshotRequested(cluster_name="dws-pg", snapshot_name=f"online-{n:02d}",
+                                                          online=True), context=etl)
+        app.make_read_only("dws-pg", f"online-{n:02d}")
+        app.unlock_online("dws-pg", f"online-{n:02d}")
+        if outcome == "complete":
+            app.complete_snapshot("dws-pg", f"online-{n:02d}", 77, None)
+        else:
+            app.fail_snapshot("dws-pg", f"online-{n:02d}", "dump failed")
     follow()
     app.handle("restore-1", RestoreSnapshotRequested(cluster_name="DWS-Two", snapshot_name="nightly-01",
                                                      target_cluster_name="dws-copy"), context=alice)
@@ -106,7 +117,7 @@ def test_the_fold_builds_every_view_row_as_the_live_projection_does(settings):  
     varied_history(settings, follow)
     engine = bootstrap.make_view_engine(settings)
     live = stored_rows(engine)
-    assert len(live["view_clusters"]) == 4 and len(live["view_snapshots"]) == 13
+    assert len(live["view_clusters"]) == 5 and len(live["view_snapshots"]) == 15
     parts = bootstrap.build_replay(settings)
     applied = replay.fold_views(parts, settings.service_id)  # the fold itself, no fallback
     assert applied == len(live["view_history"])
