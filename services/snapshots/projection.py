@@ -13,15 +13,15 @@ batch fails, its events are applied one by one so that one bad event is set asid
 
 import logging
 from collections.abc import Callable, Iterable
-from datetime import datetime
 
 from sqlalchemy import Engine, delete, insert, select, update
 
 from events.codec import parse_event
 from events.envelope import Envelope
-from events.vocabulary import SnapshotStatus, name_key
+from events.vocabulary import name_key
 from services.snapshots import logs
 from services.snapshots.set_aside import SetAsideLog
+from services.snapshots.view_rules import INSERT, RULES, UPDATE, RowChange
 from services.snapshots.views import LIVE, ViewTables, create_tables
 
 log = logging.getLogger(__name__)
@@ -42,22 +42,8 @@ class Projection:
         self._tables = tables
         self._set_aside = set_aside
         create_tables(tables.metadata, engine)
-        self._handlers: dict[str, Callable] = {
-            "ClusterRegistered": self._when_cluster_registered,
-            "ClusterStatusChanged": self._when_cluster_status_changes,
-            "ClusterLocked": self._when_cluster_status_changes,
-            "ClusterReadOnly": self._when_cluster_status_changes,
-            "ClusterUnlocked": self._when_cluster_status_changes,
-            "SnapshotStarted": self._when_snapshot_started,
-            "SnapshotCompleted": self._when_snapshot_completed,
-            "SnapshotFailed": self._when_snapshot_failed,
-            "SnapshotDeleted": self._when_snapshot_deleted,
-            "RestoreStarted": self._when_snapshot_status_is(SnapshotStatus.RESTORING),
-            "RestoreCompleted": self._when_snapshot_status_is(SnapshotStatus.AVAILABLE),
-            "RestoreFailed": self._when_snapshot_status_is(SnapshotStatus.AVAILABLE),
-            "SnapshotPolicySet": self._when_policy_changes,
-            "SnapshotPolicyRemoved": self._when_policy_changes,
-        }
+        #: What each event type does to the views (`view_rules`: the same rules replay's fold uses).
+        self._handlers: dict[str, Callable] = {name: self._applying(rule) for name, rule in RULES.items()}
 
     def position(self) -> int:
         table = self._tables.position
@@ -139,7 +125,7 @@ class Projection:
             handler = self._handlers.get(envelope.type)
             if handler is not None:
                 handler(tx, envelope.data, envelope)
-            rows.append(_history_row(envelope))
+            rows.append(history_row(envelope))
         if rows:  # one executemany: most of a replay's rows are history
             tx.execute(insert(self._tables.history), rows)
 
@@ -153,65 +139,25 @@ class Projection:
         if moved.rowcount != 1:
             raise PositionMoved(after)
 
-    def _when_cluster_registered(self, tx, data, envelope) -> None:
-        tx.execute(insert(self._tables.clusters).values(
-            key=name_key(data["cluster_name"]), name=data["cluster_name"], status=data["status"],
-            task_status=None, driver=data["driver"], target=data["target"]))
-
-    def _when_cluster_status_changes(self, tx, data, envelope) -> None:
-        values = {"status": data["status"]}
-        if "task_status" in data:  # set by ClusterLocked, cleared by ClusterUnlocked
-            values["task_status"] = data["task_status"]
-        clusters = self._tables.clusters
-        tx.execute(update(clusters).where(clusters.c.key == name_key(data["cluster_name"])).values(**values))
-
-    def _when_policy_changes(self, tx, data, envelope) -> None:
-        policy = {"schedule": data["schedule"], "keep_days": data["keep_days"]} if "schedule" in data else None
-        clusters = self._tables.clusters
-        tx.execute(update(clusters).where(clusters.c.key == name_key(data["cluster_name"])).values(policy=policy))
-
-    def _when_snapshot_started(self, tx, data, envelope) -> None:
-        tx.execute(insert(self._tables.snapshots).values(
-            key=name_key(data["snapshot_name"]), name=data["snapshot_name"],
-            cluster_name=data["cluster_name"], status=SnapshotStatus.CREATING,
-            snapshot_type=data["snapshot_type"], description=data["description"],
-            started_at=envelope.time, sequence=int(envelope.sequence),
-            retention_days=data.get("retention_days", -1), online=data.get("online", False)))
-
-    def _when_snapshot_completed(self, tx, data, envelope) -> None:
-        self._update_snapshot(tx, data, status=SnapshotStatus.AVAILABLE, size_bytes=data["size_bytes"],
-                              started_at=datetime.fromisoformat(data["started_at"]),
-                              finished_at=datetime.fromisoformat(data["finished_at"]),
-                              warning=data.get("warning"), repository=data.get("repository", "local"))
-        self._end_online_task(tx, data)
-
-    def _when_snapshot_failed(self, tx, data, envelope) -> None:
-        self._update_snapshot(tx, data, status=SnapshotStatus.FAILED, failure_reason=data["reason"],
-                              finished_at=envelope.time)
-        self._end_online_task(tx, data)
-
-    def _end_online_task(self, tx, data) -> None:
-        """An online snapshot's outcome comes after its ClusterUnlocked: it ends the task."""
-        snapshots, clusters = self._tables.snapshots, self._tables.clusters
-        online = tx.execute(select(snapshots.c.online).where(
-            snapshots.c.key == name_key(data["snapshot_name"]))).scalar()
-        if online:
-            tx.execute(update(clusters).where(clusters.c.key == name_key(data["cluster_name"]))
-                       .values(task_status=None))
-
-    def _when_snapshot_deleted(self, tx, data, envelope) -> None:
-        snapshots = self._tables.snapshots
-        tx.execute(delete(snapshots).where(snapshots.c.key == name_key(data["snapshot_name"])))
-
-    def _when_snapshot_status_is(self, status: str) -> Callable:
+    def _applying(self, rule: Callable[..., tuple[RowChange, ...]]) -> Callable:
         def handler(tx, data, envelope) -> None:
-            self._update_snapshot(tx, data, status=status)
+            for change in rule(data, envelope):
+                self._execute(tx, change)
         return handler
 
-    def _update_snapshot(self, tx, data, **values) -> None:
-        snapshots = self._tables.snapshots
-        tx.execute(update(snapshots).where(snapshots.c.key == name_key(data["snapshot_name"]))
-                   .values(**values))
+    def _execute(self, tx, change: RowChange) -> None:
+        table = getattr(self._tables, change.table)
+        if change.only_if is not None:  # (table, key, column): that row's column must be true
+            other, key, column = change.only_if
+            other = getattr(self._tables, other)
+            if not tx.execute(select(other.c[column]).where(other.c.key == key)).scalar():
+                return
+        if change.action == INSERT:
+            tx.execute(insert(table).values(key=change.key, **change.values))
+        elif change.action == UPDATE:
+            tx.execute(update(table).where(table.c.key == change.key).values(**change.values))
+        else:
+            tx.execute(delete(table).where(table.c.key == change.key))
 
 
 class FollowStore:
@@ -237,15 +183,24 @@ def _problem(envelope: Envelope) -> str | None:
         parse_event(envelope)
     except Exception as error:  # noqa: BLE001 - unknown type or data that does not fit
         return f"not a valid {envelope.type}: {error}"[:500]
-    for field, limit in _LIMITS.items():
-        if len(str(envelope.data.get(field, ""))) > limit:
-            return f"{field} longer than {limit} characters"
+    too_long = over_limit(envelope.data)
+    if too_long:
+        return too_long
     if "\\u0000" in envelope.model_dump_json():  # JSON's spelling of a NUL
         return "contains a NUL character, which the view database cannot store"
     return None
 
 
-def _history_row(envelope: Envelope) -> dict:
+def over_limit(data: dict) -> str | None:
+    """Which name in an event's data is longer than the views hold, or None."""
+    for field, limit in _LIMITS.items():
+        if len(str(data.get(field, ""))) > limit:
+            return f"{field} longer than {limit} characters"
+    return None
+
+
+def history_row(envelope: Envelope) -> dict:
+    """The history view's row of an event (an `Envelope`, or replay's `Published`)."""
     snapshot_name = envelope.data.get("snapshot_name")
     return {"event_id": envelope.id, "sequence": int(envelope.sequence),
             "cluster_key": name_key(str(envelope.data["cluster_name"])),
