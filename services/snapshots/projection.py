@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from events.codec import parse_event
 from events.envelope import Envelope
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 #: (after, limit) → (the last notification id read, the published events among them).
 StoreReader = Callable[[int, int], tuple[int, list[Envelope]]]
 POSITION = "projection"
+#: Telemetry published straight to the topic (`progress.py`): never in the store.
+PROGRESS = "SnapshotProgress"  # events.events.TELEMETRY_EVENTS
 _LIMITS = {"cluster_name": 256, "snapshot_name": 64, "target_cluster_name": 256}
 
 
@@ -52,6 +54,7 @@ class Projection:
             "SnapshotCompleted": self._when_snapshot_completed,
             "SnapshotFailed": self._when_snapshot_failed,
             "SnapshotDeleted": self._when_snapshot_deleted,
+            "SnapshotCancelled": self._when_snapshot_cancelled,
             "RestoreStarted": self._when_snapshot_status_is(SnapshotStatus.RESTORING),
             "RestoreCompleted": self._when_snapshot_status_is(SnapshotStatus.AVAILABLE),
             "RestoreFailed": self._when_snapshot_status_is(SnapshotStatus.AVAILABLE),
@@ -182,13 +185,41 @@ class Projection:
         self._update_snapshot(tx, data, status=SnapshotStatus.AVAILABLE, size_bytes=data["size_bytes"],
                               started_at=datetime.fromisoformat(data["started_at"]),
                               finished_at=datetime.fromisoformat(data["finished_at"]),
-                              warning=data.get("warning"), repository=data.get("repository", "local"))
+                              warning=data.get("warning"), repository=data.get("repository", "local"),
+                              progress=None)
         self._end_online_task(tx, data)
 
     def _when_snapshot_failed(self, tx, data, envelope) -> None:
         self._update_snapshot(tx, data, status=SnapshotStatus.FAILED, failure_reason=data["reason"],
-                              finished_at=envelope.time)
+                              finished_at=envelope.time, progress=None)
         self._end_online_task(tx, data)
+
+    def _when_snapshot_cancelled(self, tx, data, envelope) -> None:
+        self._update_snapshot(tx, data, status=SnapshotStatus.CANCELLED, failure_reason=data["reason"],
+                              finished_at=envelope.time, progress=None)
+        self._end_online_task(tx, data)
+
+    def apply_progress(self, envelopes: Iterable[Envelope]) -> int:
+        """Keep the latest `SnapshotProgress` of each Creating snapshot (telemetry read from
+        the topic: never in the store or the history). One for a snapshot that is no
+        longer Creating (it arrived after the outcome) or of another cluster is ignored."""
+        latest = {}
+        for envelope in envelopes:
+            try:
+                parse_event(envelope)
+            except Exception as error:  # noqa: BLE001 - a forged or broken one: skipped
+                log.warning("skipping an invalid SnapshotProgress %s: %s", envelope.id, error)
+                continue
+            latest[name_key(str(envelope.data["snapshot_name"]))] = envelope.data
+        snapshots, applied = self._tables.snapshots, 0
+        with self._engine.begin() as tx:
+            for key, data in latest.items():
+                figures = {k: v for k, v in data.items() if k not in ("cluster_name", "snapshot_name")}
+                applied += tx.execute(update(snapshots).where(
+                    snapshots.c.key == key, snapshots.c.status == SnapshotStatus.CREATING,
+                    func.lower(snapshots.c.cluster_name) == name_key(str(data["cluster_name"])))
+                    .values(progress=figures)).rowcount
+        return applied
 
     def _end_online_task(self, tx, data) -> None:
         """An online snapshot's outcome comes after its ClusterUnlocked: it ends the task."""
@@ -225,8 +256,13 @@ class FollowStore:
         self._store_position = store_position
 
     def __call__(self, delivered: Iterable[Envelope] = ()) -> int:
-        self.projection.check_delivered(delivered, self._store_position())
-        return self.projection.catch_up(self._read_store)
+        delivered = list(delivered)
+        progress = [e for e in delivered if e.type == PROGRESS]
+        self.projection.check_delivered([e for e in delivered if e.type != PROGRESS], self._store_position())
+        applied = self.projection.catch_up(self._read_store)
+        if progress:  # after the catch-up: the snapshot's row exists by now
+            self.projection.apply_progress(progress)
+        return applied
 
 
 def _problem(envelope: Envelope) -> str | None:

@@ -46,6 +46,9 @@ def define_tables(suffix: str = "") -> ViewTables:
         Column("retention_days", BigInteger),  # -1: kept forever (null: a view from before)
         Column("repository", Text),  # where its files are: `local` or s3://bucket/prefix
         Column("online", Boolean),  # an online snapshot: its outcome ends the cluster's task
+        # The latest SnapshotProgress of a Creating snapshot (telemetry from the topic,
+        # not from the store); cleared by the outcome.
+        Column("progress", JSON),
     ), Table(
         "view_clusters" + suffix, metadata,
         Column("key", String(256), primary_key=True),
@@ -83,7 +86,7 @@ snapshots, clusters, history = LIVE.snapshots, LIVE.clusters, LIVE.history
 
 SNAPSHOT_FIELDS = ("name", "cluster_name", "status", "snapshot_type", "description",
                    "size_bytes", "started_at", "finished_at", "failure_reason", "warning",
-                   "retention_days")
+                   "retention_days", "progress")
 CLUSTER_FIELDS = ("name", "status", "task_status", "driver", "target", "policy")
 
 
