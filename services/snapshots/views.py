@@ -123,7 +123,11 @@ def add_missing_columns(tables: MetaData, engine: Engine) -> None:
 
 
 def list_snapshots(engine: Engine, cluster: str | None = None, status: str | None = None,
-                   limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
+                   limit: int = 100, offset: int = 0, *, snapshot_type: str | None = None,
+                   since: datetime | None = None, until: datetime | None = None,
+                   name_contains: str | None = None, oldest_first: bool = False) -> tuple[list[dict], int]:
+    """A page of the list, newest first (or oldest first) by start, and how many match.
+    `since`/`until` bound the start (both included, UTC); `name_contains` is case-insensitive."""
     query = select(*(snapshots.c[f] for f in SNAPSHOT_FIELDS))
     counting = select(func.count()).select_from(snapshots)
     conditions = []
@@ -132,9 +136,18 @@ def list_snapshots(engine: Engine, cluster: str | None = None, status: str | Non
         conditions.append(func.lower(snapshots.c.cluster_name) == name_key(cluster))
     if status is not None:
         conditions.append(snapshots.c.status == status)
+    if snapshot_type is not None:
+        conditions.append(snapshots.c.snapshot_type == snapshot_type)
+    if since is not None:
+        conditions.append(snapshots.c.started_at >= since)
+    if until is not None:
+        conditions.append(snapshots.c.started_at <= until)
+    if name_contains:  # the key is the lower-cased name; % and _ match themselves
+        conditions.append(snapshots.c.key.contains(name_key(name_contains), autoescape=True))
     for condition in conditions:
         query, counting = query.where(condition), counting.where(condition)
-    query = query.order_by(snapshots.c.sequence.desc()).limit(limit).offset(offset)
+    order = (snapshots.c.started_at, snapshots.c.sequence)
+    query = query.order_by(*(order if oldest_first else (c.desc() for c in order))).limit(limit).offset(offset)
     with engine.connect() as connection:
         rows = [_snapshot(row) for row in connection.execute(query).mappings()]
         return rows, connection.execute(counting).scalar_one()
