@@ -27,7 +27,8 @@ freeze waits at most `lock_timeout_seconds` for writers already inside a transac
 The snapshot is `pg_dump --format=custom` (its own consistent MVCC snapshot) with a
 manifest; it runs as a polled child process that a `cancel` event or the tool timeout
 stops (the partial dump is removed), and `progress` gets the dump's size so far against
-`pg_database_size`. Restore is `CREATE DATABASE` + `pg_restore` without the freeze
+an estimate of its final size: `pg_database_size` at first, refined from the tables pg_dump
+has read (`postgres_progress`). Restore is `CREATE DATABASE` + `pg_restore` without the freeze
 triggers. Passwords never appear in targets: they come from the service's settings
 (PGPASSWORD in the tools' environment only, see `tools`) or libpq's PGPASSFILE."""
 
@@ -42,6 +43,7 @@ from psycopg import sql
 
 from events.vocabulary import name_key
 from services.snapshots.drivers import postgres_freeze, postgres_online
+from services.snapshots.drivers.postgres_progress import DumpEstimate
 from services.snapshots.drivers.base import (CleanupPending, CopyCancelled, DriverError, Progress, SnapshotFiles,
                                              verify_manifest, write_manifest)
 from services.snapshots.drivers.tools import run_tool, stream_tool, tool_environment
@@ -133,9 +135,17 @@ class FrozenPostgres:
                 f"--exclude-schema={FREEZE_SCHEMA}", *output, f"--dbname={self._target}"]
 
     def _dump(self, dump: Path, cancel: threading.Event | None, progress: Progress | None) -> None:
-        total = self._database_size(self._connection) if progress else None
-        report = (lambda: progress(_size_of(dump), total)) if progress else None
-        self._driver.run_tool(self._dump_args(dump), self._target, cancel, report)
+        estimate = DumpEstimate(lambda: self._driver.connect(self._target, autocommit=True),
+                                self._database_size(self._connection), FREEZE_SCHEMA) if progress else None
+
+        def report() -> None:
+            done = _size_of(dump)
+            progress(done, estimate.total(done))
+        try:
+            self._driver.run_tool(self._dump_args(dump), self._target, cancel, report if progress else None)
+        finally:
+            if estimate is not None:
+                estimate.close()
         if progress:
             size = _size_of(dump)
             progress(size, size)  # done: the total is now known exactly
