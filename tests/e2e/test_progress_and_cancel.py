@@ -223,3 +223,32 @@ async def everything_on_the_topic(system) -> list:
     class Topic:  # what everything_on_the_topic needs of settings
         kafka_bootstrap_servers, events_topic = system.bootstrap_servers, system.events_topic
     return await read_everything(Topic, settle=1.5)
+
+
+def test_every_verb_speaks_json_and_a_retried_command_id_is_one_command(deployment):
+    system, _ = deployment
+
+    def run_json(*args: str):
+        done = snapshotctl(*args, "--json", env=system.env)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    first = run_json("create", "dws-small", "json-1", "--wait", "--command-id", "cid-json-1")
+    again = run_json("create", "dws-small", "json-1", "--wait", "--command-id", "cid-json-1")  # a retry
+    assert first["state"] == again["state"] == "accepted" and first["events"] == again["events"]
+    assert [e["type"] for e in first["events"]][-2:] == ["SnapshotCompleted", "ClusterUnlocked"]
+    listed = run_json("list", "--name", "JSON", "--type", "Manual", "--sort", "started")
+    assert [s["name"] for s in listed["snapshots"]] == ["json-1"]
+    assert run_json("describe", "json-1")["status"] == "Available"
+    history = run_json("history", "dws-small")["events"]
+    assert [e["type"] for e in history if e["data"].get("snapshot_name") == "json-1"].count("SnapshotStarted") == 1
+    assert {e["actor"]["authid"] for e in history if e["correlationid"] == "cid-json-1"} == {"e2e-admin"}
+    assert run_json("history", "dws-small", "--snapshot", "json-1")["events"][0]["type"] == "ClusterLocked"
+    text = snapshotctl("history", "dws-small", "--snapshot", "json-1", env=system.env).stdout
+    assert "SnapshotCompleted" in text and "by e2e-admin" in text
+    assert "dws-small" in {c["name"] for c in run_json("clusters")["clusters"]}
+    assert run_json("create", "dws-small", "json-2")["command_id"]  # without --wait: the id
+    assert run_json("delete", "dws-small", "json-1", "--wait")["events"][0]["type"] == "SnapshotDeleted"
+    over_kafka = snapshotctl("create", "dws-small", "kafka-1", "--wait", "--via", "kafka", env=system.env)
+    assert over_kafka.returncode == 0, over_kafka.stderr
+    assert "progress kafka-1: 100.0 %" in over_kafka.stdout  # the events themselves, as plain lines
