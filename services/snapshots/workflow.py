@@ -325,7 +325,11 @@ class SnapshotWorkflow:
         """The copy's progress callback, with the create command's correlation and context."""
         if self.progress is None:
             return None
-        context = await self._store.run(self._context_of, snapshot.command_id)
+        try:
+            context = await self._store.run(self._context_of, snapshot.command_id)
+        except Exception as error:  # noqa: BLE001 - telemetry never fails a snapshot
+            log.warning("no progress for %s: its command's context is unreadable: %s", snapshot.snapshot_name, error)
+            return None
         return self.progress.reporter(cluster_name, snapshot.snapshot_name, snapshot.command_id, context)
 
     def _context_of(self, command_id: str) -> dict:
