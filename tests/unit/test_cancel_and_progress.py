@@ -131,3 +131,26 @@ async def test_progress_goes_to_the_events_topic_keyed_and_correlated_to_the_cre
     assert (first.data["bytes_done"], last.data["bytes_done"], last.data["percent"]) == (0, 100, 100.0)
     assert first.sequence is None  # telemetry: not from the store
     assert "SnapshotProgress" not in {type(e).__name__ for e in stored(app)}
+
+
+async def test_a_broker_that_is_away_loses_progress_but_never_the_snapshot(tmp_path):
+    from services.snapshots.broker import free_port
+    from services.snapshots.relay import SharedProducer
+
+    app = locked_cluster()
+
+    class Reporting(FakeFrozen):
+        def copy_to(self, directory, cancel=None, progress=None):
+            for done in (0, 50, 100):
+                progress(done, 100)
+            return super().copy_to(directory, cancel, progress)
+
+    driver = FakeDriver()
+    driver.freeze = lambda target: Reporting(driver)
+    running = workflow(app, driver, tmp_path)
+    nobody = SharedProducer(f"127.0.0.1:{free_port()}")  # nothing listens there
+    running.progress = ProgressPublisher(nobody, "snapshot.events", "test", interval_seconds=0.0)
+    await asyncio.wait_for(running.run("dws-one"), 10)
+    assert outcome_of(app) == [("SnapshotCompleted", "c-nightly-01"), ("ClusterUnlocked", "c-nightly-01")]
+    for task in list(running.progress._sending):  # the sends still trying: given up here
+        task.cancel()
