@@ -55,7 +55,7 @@ class Freezer:
         for the timeout (counted from its start in a copy thread, not from the queue).
         With `pinned`, an online copy (`postgres`): called from the copy thread once the
         copy's data is fixed and the freeze may be released. `progress` gets the driver's
-        reports of a copy that is not online (`progress.py`)."""
+        reports (`progress.py`)."""
         loop, started, timed_out = asyncio.get_running_loop(), asyncio.Event(), threading.Event()
 
         def copy() -> SnapshotFiles:
@@ -64,7 +64,7 @@ class Freezer:
             timer.start()
             try:
                 if pinned is not None:
-                    return frozen.copy_online(directory, cancel, pinned)
+                    return frozen.copy_online(directory, cancel, pinned, progress)
                 return frozen.copy_to(directory, cancel, progress)
             finally:
                 timer.cancel()

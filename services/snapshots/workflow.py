@@ -250,13 +250,13 @@ class SnapshotWorkflow:
                 await self._store.run(self._app.make_read_only, cluster_name, snapshot_name)
             key, repository = SnapshotKey(cluster_name, snapshot_name, attempt), self.repositories.default
             source, directory = repository.source(frozen, key), repository.directory(key)
+            progress = await self._reporter(cluster_name, snapshot)
             if cluster.online:
                 outcome, released = await self._copy_online(driver, cluster, source, frozen, frozen_at,
-                                                            directory, cancel)
+                                                            directory, cancel, progress)
                 frozen_at = None if released else frozen_at
             else:
-                outcome = await self.freezer.copy(source, directory, cancel,
-                                                  progress=await self._reporter(cluster_name, snapshot))
+                outcome = await self.freezer.copy(source, directory, cancel, progress=progress)
         except (asyncio.CancelledError, IntegrityError):
             cancel.set()
             await self._release(driver, cluster.target, frozen, frozen_at)
@@ -279,7 +279,7 @@ class SnapshotWorkflow:
         return await self._record(cluster_name, snapshot_name, attempt, outcome)
 
     async def _copy_online(self, driver, cluster, source, frozen, frozen_at: float, directory: Path,
-                           cancel: threading.Event) -> tuple[object, bool]:
+                           cancel: threading.Event, progress=None) -> tuple[object, bool]:
         """An online copy: once the driver has pinned the copy's data, release the freeze and
         record ClusterUnlocked while the copy goes on. Returns (the copy's outcome, released)."""
         if not hasattr(source, "copy_online"):
@@ -287,7 +287,7 @@ class SnapshotWorkflow:
                               f"service writes to {self.repositories.default.url}")
         loop, pinned = asyncio.get_running_loop(), asyncio.Event()
         copy = asyncio.ensure_future(self.freezer.copy(
-            source, directory, cancel, lambda: loop.call_soon_threadsafe(pinned.set)))
+            source, directory, cancel, lambda: loop.call_soon_threadsafe(pinned.set), progress))
         waiter = asyncio.ensure_future(pinned.wait())
         released = False
         try:

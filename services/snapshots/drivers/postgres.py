@@ -86,15 +86,19 @@ class FrozenPostgres:
         """The dump of `copy_to`, handed to `write` block by block as pg_dump produces it
         (an S3 repository uploads it: no local file); returns the manifest's facts and the
         warning. The caller computes the size and sha256 of what it received."""
-        total, done = (self._database_size(self._connection) if progress else None), [0]
+        estimate, done = self._estimate() if progress else None, [0]
 
         def received(block: bytes) -> None:
             write(block)
             done[0] += len(block)
 
-        report = (lambda: progress(done[0], total)) if progress else None
+        report = (lambda: progress(done[0], estimate.total(done[0]))) if progress else None
         env = tool_environment(self._driver._passwords.get(self._target))
-        stream_tool(self._dump_args(None), env, self._driver.tool_timeout, received, cancel, report)
+        try:
+            stream_tool(self._dump_args(None), env, self._driver.tool_timeout, received, cancel, report)
+        finally:
+            if estimate is not None:
+                estimate.close()
         if progress:
             progress(done[0], done[0])
         version, tables, counts = self._statistics(cancel)
@@ -135,8 +139,7 @@ class FrozenPostgres:
                 f"--exclude-schema={FREEZE_SCHEMA}", *output, f"--dbname={self._target}"]
 
     def _dump(self, dump: Path, cancel: threading.Event | None, progress: Progress | None) -> None:
-        estimate = DumpEstimate(lambda: self._driver.connect(self._target, autocommit=True),
-                                self._database_size(self._connection), FREEZE_SCHEMA) if progress else None
+        estimate = self._estimate() if progress else None
 
         def report() -> None:
             done = _size_of(dump)
@@ -149,6 +152,11 @@ class FrozenPostgres:
         if progress:
             size = _size_of(dump)
             progress(size, size)  # done: the total is now known exactly
+
+    def _estimate(self) -> DumpEstimate:
+        """The dump's final size as far as it can be told, refined as it goes."""
+        return DumpEstimate(lambda: self._driver.connect(self._target, autocommit=True),
+                            self._database_size(self._connection), FREEZE_SCHEMA)
 
     @staticmethod
     def _database_size(connection: psycopg.Connection) -> int | None:

@@ -16,7 +16,7 @@ import psycopg
 
 REFRESH_SECONDS = 0.5
 #: Below this share read, the dump says too little about its final size: keep the first estimate.
-MINIMUM_SHARE = 0.01
+MINIMUM_SHARE = 0.05
 
 # Rows: the planner's count, or (never analyzed) the statistics' count of live rows.
 TABLE_SIZES = """SELECT c.oid, pg_relation_size(c.oid),
