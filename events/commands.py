@@ -67,6 +67,10 @@ class CopySnapshotRequested(Command):
     target_repository: str = Field(min_length=1, max_length=1024)
 
 
+class CancelSnapshotRequested(Command):
+    snapshot_name: str = _NAME
+
+
 COMMAND_TYPES: dict[str, type[Command]] = {
     cls.__name__: cls
     for cls in (
@@ -79,5 +83,6 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         SetSnapshotPolicy,
         RemoveSnapshotPolicy,
         CopySnapshotRequested,
+        CancelSnapshotRequested,
     )
 }

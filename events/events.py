@@ -115,6 +115,23 @@ class ScheduledSnapshotSkipped(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SnapshotCancelled(SnapshotEvent):
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotProgress(SnapshotEvent):
+    """Telemetry of a running copy: published straight to the topic, never stored (so never
+    in `/history`, and a lost one is not sent again). `bytes_total` is the driver's
+    estimate (None when it cannot tell); `percent` and `eta_seconds` are None without it."""
+    bytes_done: int
+    bytes_total: int | None
+    percent: float | None
+    bytes_per_second: float
+    eta_seconds: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class RestoreStarted(SnapshotEvent):
     target_cluster_name: str
 
@@ -168,6 +185,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SnapshotFailed,
         ClusterUnlocked,
         SnapshotDeleted,
+        SnapshotCancelled,
+        SnapshotProgress,
         RestoreStarted,
         RestoreCompleted,
         RestoreFailed,
@@ -180,3 +199,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ScheduledSnapshotSkipped,
     )
 }
+
+#: Events published straight to the topic as telemetry, never stored (`SnapshotProgress`).
+TELEMETRY_EVENTS = frozenset({"SnapshotProgress"})

@@ -29,6 +29,7 @@ class SnapshotStatus(StrEnum):
     CREATING = "Creating"
     AVAILABLE = "Available"
     FAILED = "Failed"
+    CANCELLED = "Cancelled"
     RESTORING = "Restoring"
 
 
@@ -61,6 +62,8 @@ class RejectionCode(StrEnum):
     COMMAND_ID_REUSED = "command_id_reused"
     #: Handling failed deterministically (a bug); the command also went to the DLQ.
     INTERNAL_ERROR = "internal_error"
+    #: A cancel of a snapshot that is not Creating (or whose cancel was already requested).
+    SNAPSHOT_NOT_CREATING = "snapshot_not_creating"
     #: A policy's schedule or keep_days is invalid, or the cluster has no policy to remove.
     INVALID_POLICY = "invalid_policy"
     #: An Automated snapshot is deleted by its policy's retention only, not by hand.

@@ -45,10 +45,13 @@ class ApiClient:
         return response.json()
 
     def follow(self, command_id: str, command_type: str, timeout: float,
-               show: Callable[[dict], None]) -> str | None:
-        """Show the command's events as they come; the failure or rejection, or None."""
+               show: Callable[[dict], None], on_poll: Callable[[], None] | None = None) -> str | None:
+        """Show the command's events as they come; the failure or rejection, or None.
+        `on_poll` runs at each poll (the CLI fetches the snapshot's progress there)."""
         shown, deadline = 0, time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if on_poll is not None:
+                on_poll()
             body = self.call("GET", f"/commands/{command_id}")
             for event in body["events"][shown:]:
                 show(event)

@@ -233,6 +233,24 @@ class SnapshotsApplication(Application):
             cluster.unlock_online(self.get_snapshot(snapshot_name).command_id)
             self.save(cluster)
 
+    def cancel_requested(self, snapshot_name: str) -> bool:
+        """Was a cancel of this snapshot accepted (and the snapshot not finished yet)?"""
+        snapshot = self.find(snapshot_id(snapshot_name))
+        return (snapshot is not None and snapshot.status == SnapshotStatus.CREATING
+                and snapshot.cancel_command_id is not None)
+
+    def cancel_snapshot(self, cluster_name: str, snapshot_name: str, reason: str) -> bool:
+        """Record a cancel whose copy has stopped, files removed and cluster released:
+        `SnapshotCancelled` (the cancel command's) and `ClusterUnlocked` (the create's)."""
+        cluster = self._creating(cluster_name, snapshot_name)
+        if cluster is None:
+            return False
+        snapshot = self.get_snapshot(cluster.snapshot_name)
+        snapshot.cancel(reason[:1000], self.clock.now())
+        _end_task(cluster, snapshot.command_id)
+        self.save(snapshot, cluster)
+        return True
+
     def creating_another(self, cluster_name: str, snapshot_name: str) -> bool:
         """Is the cluster creating a snapshot other than this one?"""
         cluster = self.get_cluster(cluster_name)

@@ -27,6 +27,7 @@ from services.snapshots.freezing import Freezer
 from services.snapshots.intake import CommandIntake
 from services.snapshots.jobs import Jobs
 from services.snapshots.lease import FileLease, Lease, PostgresLease, SoleLease
+from services.snapshots.progress import ProgressPublisher
 from services.snapshots.projection import FollowStore, Projection
 from services.snapshots.reconciler import Reconciler
 from services.snapshots.relay import Relay, SharedProducer
@@ -81,6 +82,8 @@ def build_service(settings: Settings) -> ServiceParts:
                              settings.snapshot_timeout_seconds, store, settings.copy_threads)
     freezer, jobs = workflow.freezer, workflow.freezer.jobs
     producer = SharedProducer(settings.kafka_bootstrap_servers)
+    workflow.progress = ProgressPublisher(producer, settings.events_topic, settings.service_id,
+                                          settings.progress_interval_seconds)
     intake = CommandIntake(app, workflow, partial(producer.send_and_wait, settings.dlq_topic), store)
     relay = Relay(app, producer, settings.events_topic, settings.service_id,
                   SetAsideLog(make_view_engine(settings)), store, relay_wakeup,

@@ -1,38 +1,32 @@
 """`snapshotctl`: the command line of dws-snapshots (SPEC.md, "Command line").
 
 Commands only translate arguments into commands or queries; exit 0 when done, non-zero
-with a one-line reason on stderr when rejected or failed."""
+with a one-line reason on stderr when rejected, failed or cancelled. Every verb that prints
+takes `--json`; every write verb takes `--command-id` (the same id again is the same
+command: a retried call has one effect). What is printed, and how: `cli_output.py`."""
 
 import asyncio
-import json
 import sys
-import uuid
-from datetime import datetime
 from urllib.parse import quote
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from events.commands import (CopySnapshotRequested, CreateSnapshotRequested, DeleteSnapshotRequested,
-                             RegisterCluster, RestoreSnapshotRequested)
+from events.commands import (CancelSnapshotRequested, CopySnapshotRequested, CreateSnapshotRequested,
+                             DeleteSnapshotRequested, RegisterCluster, RestoreSnapshotRequested)
 from events.kafka import KafkaSettingsError
 from events.vocabulary import DriverName, name_key
 from services.snapshots import bootstrap, replay as replay_jobs, supervisor
 from services.snapshots.api_client import ApiClient, ApiError
-from services.snapshots.client import EventFollower, follow_command, publish_command
+from services.snapshots.cli_output import (api_event_line, cluster_table, console, fail, print_json,
+                                           snapshot_details, snapshot_table)
+from services.snapshots.cli_submit import describe_event, submit
+from services.snapshots.client import EventFollower
 from services.snapshots.settings import Settings
 
 # Tracebacks never show local variables: one of them may hold os.environ or a password.
 cli = typer.Typer(help="dws-snapshots: the snapshot control plane for warehouse clusters.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
-# Piped output is not cut to 80 columns: names and reasons stay whole for grep and scripts.
-console = Console(width=None if sys.stdout.isatty() else 250)
-
-
-def fail(reason: str, code: int = 1) -> None:
-    typer.echo(f"snapshotctl: {reason}", err=True)
-    raise typer.Exit(code)
+__all__ = ["cli", "console", "fail", "main"]  # cli_tokens uses console and fail
 
 
 @cli.command()
@@ -78,7 +72,9 @@ def api() -> None:
 
 VIA = typer.Option("http", "--via", help="http (the API, with your token; the default) or kafka "
                                           "(publish on the bus directly: needs broker credentials)")
-COMMAND_ID = typer.Option(None, "--command-id", help="the command's id (idempotency key)")
+COMMAND_ID = typer.Option(None, "--command-id", help="the command's id (idempotency key): "
+                                                      "a retried call with the same id is the same command")
+JSON = typer.Option(False, "--json", help="print JSON (with --wait: the command's outcome and events)")
 
 
 @cli.command()
@@ -87,92 +83,125 @@ def create(cluster: str, name: str, description: str = typer.Option("", "--descr
            timeout: float = typer.Option(600.0, help="seconds to wait with --wait"),
            retention_days: int = typer.Option(-1, "--retention-days", help="-1 (keep forever) or 1-3653"),
            online: bool = typer.Option(False, "--online", help="postgres: read-only only until the dump's snapshot is taken"),
-           via: str = VIA, command_id: str = COMMAND_ID) -> None:
-    """Request a snapshot NAME of CLUSTER."""
+           via: str = VIA, command_id: str = COMMAND_ID, as_json: bool = JSON) -> None:
+    """Request a snapshot NAME of CLUSTER (--wait: its progress, then its outcome)."""
     command = CreateSnapshotRequested(cluster_name=cluster, snapshot_name=name, description=description,
                                       retention_days=retention_days, online=online)
-    _submit(command, ("POST", "/snapshots", command.model_dump()), wait, timeout, via, command_id)
+    submit(command, ("POST", "/snapshots", command.model_dump()), wait, timeout, via, command_id,
+           as_json=as_json)
+
+
+@cli.command()
+def cancel(cluster: str, name: str, wait: bool = typer.Option(False, "--wait"),
+           timeout: float = typer.Option(120.0), via: str = VIA, command_id: str = COMMAND_ID,
+           as_json: bool = JSON) -> None:
+    """Cancel snapshot NAME of CLUSTER while it is Creating: the copy stops, its files go."""
+    command = CancelSnapshotRequested(cluster_name=cluster, snapshot_name=name)
+    submit(command, ("POST", f"/snapshots/{quote(name, safe='')}/cancel", None), wait, timeout, via,
+           command_id, expect_cluster=cluster, as_json=as_json)
 
 
 @cli.command()
 def delete(cluster: str, name: str, wait: bool = typer.Option(False, "--wait"),
-           timeout: float = typer.Option(120.0), via: str = VIA, command_id: str = COMMAND_ID) -> None:
-    """Delete snapshot NAME of CLUSTER (Available or Failed) and its files."""
+           timeout: float = typer.Option(120.0), via: str = VIA, command_id: str = COMMAND_ID,
+           as_json: bool = JSON) -> None:
+    """Delete snapshot NAME of CLUSTER (Available, Failed or Cancelled) and its files."""
     command = DeleteSnapshotRequested(cluster_name=cluster, snapshot_name=name)
-    _submit(command, ("DELETE", f"/snapshots/{quote(name, safe='')}", None), wait, timeout, via,
-            command_id, expect_cluster=cluster)
+    submit(command, ("DELETE", f"/snapshots/{quote(name, safe='')}", None), wait, timeout, via,
+            command_id, expect_cluster=cluster, as_json=as_json)
 
 
 @cli.command()
 def restore(cluster: str, name: str, target_cluster: str,
             wait: bool = typer.Option(False, "--wait"), timeout: float = typer.Option(3600.0),
-            via: str = VIA, command_id: str = COMMAND_ID) -> None:
+            via: str = VIA, command_id: str = COMMAND_ID, as_json: bool = JSON) -> None:
     """Restore snapshot NAME of CLUSTER into a new cluster TARGET_CLUSTER."""
     command = RestoreSnapshotRequested(cluster_name=cluster, snapshot_name=name,
                                        target_cluster_name=target_cluster)
-    _submit(command, ("POST", f"/snapshots/{quote(name, safe='')}/restore",
+    submit(command, ("POST", f"/snapshots/{quote(name, safe='')}/restore",
                       {"target_cluster_name": target_cluster}), wait, timeout, via, command_id,
-            expect_cluster=cluster)
+            expect_cluster=cluster, as_json=as_json)
 
 
 @cli.command()
 def copy(cluster: str, name: str, to: str = typer.Option(..., "--to", help="a repository URL in SNAPSHOT_COPY_TARGETS"),
          wait: bool = typer.Option(False, "--wait"), timeout: float = typer.Option(3600.0),
-         via: str = VIA, command_id: str = COMMAND_ID) -> None:
+         via: str = VIA, command_id: str = COMMAND_ID, as_json: bool = JSON) -> None:
     """Copy snapshot NAME of CLUSTER to another repository (s3://bucket/prefix), verified there."""
     command = CopySnapshotRequested(cluster_name=cluster, snapshot_name=name, target_repository=to)
-    _submit(command, ("POST", f"/snapshots/{quote(name, safe='')}/copy", {"target_repository": to}),
-            wait, timeout, via, command_id, expect_cluster=cluster)
+    submit(command, ("POST", f"/snapshots/{quote(name, safe='')}/copy", {"target_repository": to}),
+           wait, timeout, via, command_id, expect_cluster=cluster, as_json=as_json)
 
 
 @cli.command("register-cluster")
 def register_cluster(name: str, target: str = typer.Option(..., help="file path or password-free URL"),
                      driver: str = typer.Option("sqlite", help="sqlite or postgres"),
                      wait: bool = typer.Option(True, help="wait for the outcome"),
-                     timeout: float = 60.0, via: str = VIA, command_id: str = COMMAND_ID) -> None:
+                     timeout: float = 60.0, via: str = VIA, command_id: str = COMMAND_ID,
+                     as_json: bool = JSON) -> None:
     """Register a cluster the service can snapshot (an admin token)."""
     if driver not in set(DriverName):
         fail(f"unknown driver {driver!r}: use " + " or ".join(DriverName), 2)
     command = RegisterCluster(cluster_name=name, driver=driver, target=target)
-    _submit(command, ("POST", "/clusters", command.model_dump(mode="json")), wait, timeout, via, command_id)
+    submit(command, ("POST", "/clusters", command.model_dump(mode="json")), wait, timeout, via, command_id,
+            as_json=as_json)
 
 
 @cli.command("list")
 def list_snapshots(cluster: str = typer.Option(None), status: str = typer.Option(None),
-                   limit: int = 100, offset: int = 0,
-                   as_json: bool = typer.Option(False, "--json")) -> None:
+                   snapshot_type: str = typer.Option(None, "--type", help="Manual or Automated"),
+                   since: str = typer.Option(None, help="started at or after (ISO 8601, UTC if no zone)"),
+                   until: str = typer.Option(None, help="started at or before (ISO 8601)"),
+                   name: str = typer.Option(None, "--name", help="the name contains this (any case)"),
+                   sort: str = typer.Option("-started", help="-started (newest first) or started"),
+                   limit: int = 100, offset: int = 0, as_json: bool = JSON) -> None:
     """Show the snapshot list, newest first."""
-    params = {k: v for k, v in dict(cluster=cluster, status=status, limit=limit, offset=offset).items()
+    params = {k: v for k, v in dict(cluster=cluster, status=status, type=snapshot_type, since=since,
+                                    until=until, q=name, sort=sort, limit=limit, offset=offset).items()
               if v is not None}
     body = _get("/snapshots", params)
     if as_json:
-        typer.echo(json.dumps(body, indent=2))
-        return
-    table = Table("Name", "Cluster", "Status", "Type", "Size (bytes)", "Started", "Finished", "Note")
-    for s in body["snapshots"]:
-        table.add_row(*map(_printable, (s["name"], s["cluster_name"], s["status"], s["snapshot_type"],
-                      "" if s["size_bytes"] is None else f"{s['size_bytes']:,}",
-                      s["started_at"] or "", s["finished_at"] or "",
-                      s["failure_reason"] or s["warning"] or "")))
-    console.print(table)
+        return print_json(body)
+    console.print(snapshot_table(body["snapshots"]))
     console.print(f"{body['count']} snapshot(s)")
 
 
 @cli.command()
-def clusters(status: str = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Show the clusters and their status."""
-    body = _get("/clusters", {"status": status} if status else {})
+def describe(name: str, as_json: bool = JSON) -> None:
+    """Show one snapshot: status, sizes, times, reason or warning, and its progress while Creating."""
+    body = _get(f"/snapshots/{quote(name, safe='')}", {})
     if as_json:
-        typer.echo(json.dumps(body, indent=2))
-        return
-    table = Table("Name", "Status", "Task status", "Driver", "Target")
-    for c in body["clusters"]:
-        table.add_row(*map(_printable, (c["name"], c["status"], c["task_status"] or "", c["driver"], c["target"])))
-    console.print(table)
+        return print_json(body)
+    console.print(snapshot_details(body))
 
 
 @cli.command()
-def watch(from_beginning: bool = typer.Option(False, "--from-beginning")) -> None:
+def history(cluster: str, snapshot: str = typer.Option(None, "--snapshot", help="only this snapshot's events"),
+            as_json: bool = JSON) -> None:
+    """Show the recorded events of CLUSTER (or of one of its snapshots), oldest first, with who caused them."""
+    path = (f"/snapshots/{quote(snapshot, safe='')}/history" if snapshot
+            else f"/clusters/{quote(cluster, safe='')}/history")
+    body = _get(path, {})
+    if snapshot:
+        body["events"] = [e for e in body["events"] if name_key(e["data"]["cluster_name"]) == name_key(cluster)]
+    if as_json:
+        return print_json(body)
+    for event in body["events"]:
+        typer.echo(api_event_line(event))
+
+
+@cli.command()
+def clusters(status: str = typer.Option(None), as_json: bool = JSON) -> None:
+    """Show the clusters and their status."""
+    body = _get("/clusters", {"status": status} if status else {})
+    if as_json:
+        return print_json(body)
+    console.print(cluster_table(body["clusters"]))
+
+
+@cli.command()
+def watch(from_beginning: bool = typer.Option(False, "--from-beginning"),
+          as_json: bool = typer.Option(False, "--json", help="one CloudEvent (JSON) a line")) -> None:
     """Follow status events live (Ctrl-C to stop)."""
     settings = Settings()
 
@@ -180,7 +209,7 @@ def watch(from_beginning: bool = typer.Option(False, "--from-beginning")) -> Non
         async with EventFollower(settings.kafka_bootstrap_servers, settings.events_topic,
                                  from_beginning) as follower:
             async for envelope in follower.events():
-                typer.echo(_describe(envelope))
+                typer.echo(envelope.model_dump_json(exclude_none=True) if as_json else describe_event(envelope))
 
     try:
         asyncio.run(follow())
@@ -189,111 +218,21 @@ def watch(from_beginning: bool = typer.Option(False, "--from-beginning")) -> Non
 
 
 @cli.command()
-def replay(republish: bool = typer.Option(False, help="also re-send history to the events topic")) -> None:
+def replay(republish: bool = typer.Option(False, help="also re-send history to the events topic"),
+           as_json: bool = JSON) -> None:
     """Rebuild the read model from the event store (optionally re-publish history)."""
     settings = Settings()
     parts = bootstrap.build_replay(settings)
-    applied = replay_jobs.rebuild_views(parts, settings.service_id)
-    typer.echo(f"rebuilt the views from {applied} stored events")
+    applied, sent = replay_jobs.rebuild_views(parts, settings.service_id), None
+    if not as_json:
+        typer.echo(f"rebuilt the views from {applied} stored events")
     if republish:
         sent = asyncio.run(replay_jobs.republish(parts, settings.kafka_bootstrap_servers,
                                                  settings.events_topic, settings.service_id))
-        typer.echo(f"re-published {sent} events to {settings.events_topic}")
-
-
-def _submit(command, request, wait: bool, timeout: float, via: str, command_id: str | None,
-            expect_cluster: str | None = None) -> None:
-    if via == "kafka":
-        return _send(command, wait, timeout, command_id)
-    if via != "http":
-        fail(f"--via must be http or kafka, not {via!r}", 2)
-    client = ApiClient(Settings())
-    try:
-        if expect_cluster is not None:
-            _check_cluster_of(client, command.snapshot_name, expect_cluster)
-        method, path, body = request
-        headers = {"Idempotency-Key": command_id} if command_id else {}
-        sent = client.call(method, path, json=body, headers=headers)
-        typer.echo(f"sent {type(command).__name__} {sent['command_id']}")
-        outcome = wait and client.follow(sent["command_id"], type(command).__name__, timeout, _show)
-    except ApiError as error:
-        fail(str(error))
-    if outcome:
-        fail(outcome)
-
-
-def _check_cluster_of(client: ApiClient, snapshot_name: str, cluster: str) -> None:
-    try:
-        snapshot = client.call("GET", f"/snapshots/{quote(snapshot_name, safe='')}")
-    except ApiError as error:
-        if error.status != 404:
-            raise
-        snapshot = {"cluster_name": None}
-    if name_key(snapshot["cluster_name"] or "") != name_key(cluster):
-        raise ApiError(f"rejected (unknown_snapshot): cluster {cluster!r} has no snapshot {snapshot_name!r}")
-
-
-def _show(event: dict) -> None:
-    typer.echo(_line(datetime.fromisoformat(event["time"]), event["type"], event["data"]))
-    if event["data"].get("warning"):
-        typer.echo(f"warning: {_printable(event['data']['warning'])}", err=True)
-
-
-def _send(command, wait: bool, timeout: float, command_id: str | None = None) -> None:
-    settings = Settings()
-    command_id = command_id or str(uuid.uuid4())
-    try:
-        outcome = asyncio.run(_publish_and_follow(settings, command, command_id, wait, timeout))
-    except (OSError, asyncio.TimeoutError) as error:
-        fail(f"no answer from Kafka at {settings.kafka_bootstrap_servers}: {error or 'timed out'}")
-    if outcome:
-        fail(outcome)
-
-
-async def _publish_and_follow(settings, command, command_id, wait, timeout) -> str | None:
-    if not wait:
-        await publish_command(settings.kafka_bootstrap_servers, settings.commands_topic, command, command_id)
-        typer.echo(f"sent {type(command).__name__} {command_id}")
-        return None
-    async with EventFollower(settings.kafka_bootstrap_servers, settings.events_topic) as follower:
-        await publish_command(settings.kafka_bootstrap_servers, settings.commands_topic, command, command_id)
-        typer.echo(f"sent {type(command).__name__} {command_id}")
-        return await asyncio.wait_for(_progress(follower, command_id, type(command).__name__), timeout)
-
-
-async def _progress(follower, command_id, command_type) -> str | None:
-    failure = None
-    async for envelope in follow_command(follower, command_id, command_type):
-        typer.echo(_describe(envelope))
-        if envelope.type == "CommandRejected":
-            return f"rejected ({envelope.data['code']}): {envelope.data['reason']}"
-        if envelope.type == "SnapshotFailed":
-            failure = f"snapshot failed: {envelope.data['reason']}"
-        if envelope.type == "RestoreFailed":
-            return f"restore failed: {envelope.data['reason']}"
-        if envelope.type == "SnapshotCopyFailed":
-            return f"copy failed: {envelope.data['reason']}"
-        if envelope.data.get("warning"):
-            typer.echo(f"warning: {_printable(envelope.data['warning'])}", err=True)
-    return failure
-
-
-def _describe(envelope) -> str:
-    return _line(envelope.time, envelope.type, envelope.data)
-
-
-def _line(moment: datetime, event_type: str, data: dict) -> str:
-    data = dict(data)
-    subject = data.pop("cluster_name", "")
-    if "snapshot_name" in data:
-        subject += "/" + data.pop("snapshot_name")
-    details = " ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "") and k != "warning")
-    return _printable(f"{moment:%H:%M:%S} {event_type:<20} {subject} {details}".rstrip())
-
-
-def _printable(text: str) -> str:
-    """Never print a raw control character (an event's text comes from other people)."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+        if not as_json:
+            typer.echo(f"re-published {sent} events to {settings.events_topic}")
+    if as_json:
+        print_json({"applied": applied, "republished": sent})
 
 
 def _get(path: str, params: dict) -> dict:

@@ -8,7 +8,8 @@ from urllib.parse import quote
 import typer
 
 from events.commands import RemoveSnapshotPolicy, SetSnapshotPolicy
-from services.snapshots.cli import COMMAND_ID, VIA, _get, _submit
+from services.snapshots.cli import COMMAND_ID, JSON, VIA, _get
+from services.snapshots.cli_submit import submit
 
 policy_cli = typer.Typer(help="Snapshot policies: a schedule and how long its snapshots are kept.",
                          no_args_is_help=True)
@@ -19,20 +20,22 @@ def policy_set(cluster: str,
                schedule: str = typer.Option(..., "--schedule", help="5-field cron (UTC) or rate(N minute[s]|hour[s]|day[s])"),
                keep_days: int = typer.Option(..., "--keep-days", help="days to keep its snapshots, 1-31"),
                wait: bool = typer.Option(True, help="wait for the outcome"), timeout: float = 60.0,
-               via: str = VIA, command_id: str = COMMAND_ID) -> None:
+               via: str = VIA, command_id: str = COMMAND_ID, as_json: bool = JSON) -> None:
     """Set (or replace) CLUSTER's snapshot policy."""
     command = SetSnapshotPolicy(cluster_name=cluster, schedule=schedule, keep_days=keep_days)
-    _submit(command, ("PUT", f"/clusters/{quote(cluster, safe='')}/policy",
-                      {"schedule": schedule, "keep_days": keep_days}), wait, timeout, via, command_id)
+    submit(command, ("PUT", f"/clusters/{quote(cluster, safe='')}/policy",
+                     {"schedule": schedule, "keep_days": keep_days}), wait, timeout, via, command_id,
+           as_json=as_json)
 
 
 @policy_cli.command("remove")
 def policy_remove(cluster: str, wait: bool = typer.Option(True, help="wait for the outcome"),
-                  timeout: float = 60.0, via: str = VIA, command_id: str = COMMAND_ID) -> None:
+                  timeout: float = 60.0, via: str = VIA, command_id: str = COMMAND_ID,
+                  as_json: bool = JSON) -> None:
     """Remove CLUSTER's snapshot policy (its Automated snapshots still expire)."""
     command = RemoveSnapshotPolicy(cluster_name=cluster)
-    _submit(command, ("DELETE", f"/clusters/{quote(cluster, safe='')}/policy", None), wait, timeout, via,
-            command_id)
+    submit(command, ("DELETE", f"/clusters/{quote(cluster, safe='')}/policy", None), wait, timeout, via,
+           command_id, as_json=as_json)
 
 
 @policy_cli.command("show")

@@ -16,12 +16,16 @@ token_cli = typer.Typer(help="API tokens (written to the token store directly: n
 
 
 @token_cli.command("create")
-def token_create(name: str, role: str = typer.Option("viewer", help="viewer, operator or admin")) -> None:
+def token_create(name: str, role: str = typer.Option("viewer", help="viewer, operator or admin"),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
     """Create a token; it is shown once, alone on the last line."""
     try:
         token = bootstrap.make_token_store(Settings()).create(name, role)
     except TokenError as error:
         fail(str(error), 2)
+    if as_json:
+        typer.echo(json.dumps({"name": name, "role": role, "token": token}))
+        return
     typer.echo(f"created token {name!r} with the role {role}; it is shown only now:")
     typer.echo(token)
 
@@ -42,8 +46,8 @@ def token_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @token_cli.command("revoke")
-def token_revoke(name: str) -> None:
+def token_revoke(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Revoke a token: it stops working at once."""
     if not bootstrap.make_token_store(Settings()).revoke(name):
         fail(f"no live token named {name!r}")
-    typer.echo(f"revoked token {name!r}")
+    typer.echo(json.dumps({"revoked": name}) if as_json else f"revoked token {name!r}")

@@ -89,6 +89,7 @@ FINAL_EVENTS = {
     "SetSnapshotPolicy": ("SnapshotPolicySet",),
     "RemoveSnapshotPolicy": ("SnapshotPolicyRemoved",),
     "CopySnapshotRequested": ("SnapshotCopied", "SnapshotCopyFailed"),
+    "CancelSnapshotRequested": ("SnapshotCancelled",),
 }
 
 

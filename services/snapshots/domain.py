@@ -18,13 +18,14 @@ from events import events as published
 from events.vocabulary import (SNAPSHOT_ALLOWED_STATUSES, ClusterStatus, DeletionReason, DriverName,
                                RejectionCode, SnapshotStatus, SnapshotType, TaskStatus, name_key)
 from services.snapshots.rules import (ClusterNotReady, InvalidCommand, InvalidPolicy, SnapshotAutomated, SnapshotBusy,
-                                      SnapshotInProgress, SnapshotNotAvailable, check_cluster_name,
+                                      SnapshotInProgress, SnapshotNotAvailable, SnapshotNotCreating,
+                                      check_cluster_name,
                                       check_description, check_no_secret, check_snapshot_name)
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "urn:dws-snapshots")
 
 #: Stored events that are bookkeeping and never published.
-INTERNAL_EVENTS = frozenset({"CommandReceived", "SnapshotTaskEnded"})
+INTERNAL_EVENTS = frozenset({"CommandReceived", "SnapshotTaskEnded", "SnapshotCancelRequested"})
 
 
 def cluster_id(name: str) -> UUID:
@@ -251,6 +252,7 @@ class Snapshot(CausedByCommand):
         self.restore_target: str | None = None
         self.restore_command_id: str | None = None
         self.deleted = False
+        self.cancel_command_id: str | None = None  # set when a cancel was accepted
 
     @classmethod
     def start(cls, cluster_name, snapshot_name, description, started_at, command_id,
@@ -269,9 +271,9 @@ class Snapshot(CausedByCommand):
         return self.started_at + timedelta(days=retention) if retention > 0 else None
 
     def is_expired(self, now: datetime) -> bool:
-        """Past its retention, and settled (Available or Failed), and not yet deleted."""
+        """Past its retention, and settled (Available, Failed or Cancelled), and not yet deleted."""
         return (not self.deleted and self.expires_at is not None and now >= self.expires_at
-                and self.status in (SnapshotStatus.AVAILABLE, SnapshotStatus.FAILED)
+                and self.status in (SnapshotStatus.AVAILABLE, SnapshotStatus.FAILED, SnapshotStatus.CANCELLED)
                 and not getattr(self, "copying", None))  # a copy running: once it has ended
 
     def complete(self, size_bytes: int, sha256: str, finished_at: datetime, warning: str | None,
@@ -305,6 +307,37 @@ class Snapshot(CausedByCommand):
     def _fail(self, cluster_name, snapshot_name, reason, finished_at, command_id):
         self.status = SnapshotStatus.FAILED
         self.failure_reason = reason
+
+    def request_cancel(self, command_id: str) -> None:
+        """Accept a cancel: recorded at once (internal), so that whichever worker runs the
+        workflow next (this one, or the owner after a crash) stops the copy and cancels."""
+        if self.status != SnapshotStatus.CREATING:
+            raise SnapshotNotCreating(f"snapshot {self.snapshot_name!r} is {self.status}; only a "
+                                      "Creating snapshot can be cancelled")
+        if self.cancel_command_id is not None:
+            raise SnapshotNotCreating(f"snapshot {self.snapshot_name!r} is already being cancelled "
+                                      f"(command {self.cancel_command_id})")
+        self._request_cancel(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
+                             command_id=command_id)
+
+    class SnapshotCancelRequested(CausedByCommand.Event):
+        cluster_name: str
+        snapshot_name: str
+
+    @event(SnapshotCancelRequested)
+    def _request_cancel(self, cluster_name, snapshot_name, command_id):
+        self.cancel_command_id = command_id
+
+    def cancel(self, reason: str, finished_at: datetime) -> None:
+        self._cancel(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
+                     reason=reason, finished_at=finished_at, command_id=self.cancel_command_id)
+
+    class SnapshotCancelled(CausedByCommand.Event, published.SnapshotCancelled):
+        finished_at: datetime
+
+    @event(SnapshotCancelled)
+    def _cancel(self, cluster_name, snapshot_name, reason, finished_at, command_id):
+        self.status = SnapshotStatus.CANCELLED
 
     def start_restore(self, target_cluster_name: str, command_id: str) -> None:
         if self.status != SnapshotStatus.AVAILABLE:
@@ -392,9 +425,9 @@ class Snapshot(CausedByCommand):
         if reason == DeletionReason.REQUESTED and self.snapshot_type == SnapshotType.AUTOMATED:
             raise SnapshotAutomated(f"snapshot {self.snapshot_name!r} is Automated: its policy's "
                                     "retention deletes it")
-        if self.status not in (SnapshotStatus.AVAILABLE, SnapshotStatus.FAILED):
+        if self.status not in (SnapshotStatus.AVAILABLE, SnapshotStatus.FAILED, SnapshotStatus.CANCELLED):
             raise SnapshotBusy(f"snapshot {self.snapshot_name!r} is {self.status}; it can be "
-                               "deleted once it is Available or Failed")
+                               "deleted once it is Available, Failed or Cancelled")
         self._delete(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
                      command_id=command_id, reason=reason)
 

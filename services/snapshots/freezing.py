@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.snapshots.drivers import ClusterDriver, DriverError, FrozenCluster, SnapshotFiles
-from services.snapshots.drivers.base import CopyCancelled
+from services.snapshots.drivers.base import CopyCancelled, Progress
 from services.snapshots.jobs import Jobs
 from services.snapshots.threads import ThreadPool
 
@@ -50,11 +50,12 @@ class Freezer:
         return await self._control.run(driver.is_frozen, target)
 
     async def copy(self, frozen: FrozenCluster, directory: Path, cancel: threading.Event,
-                   pinned: Callable[[], None] | None = None) -> SnapshotFiles:
+                   pinned: Callable[[], None] | None = None, progress: Progress | None = None) -> SnapshotFiles:
         """The copy, stopped through `cancel` when this task is cancelled or when it has run
         for the timeout (counted from its start in a copy thread, not from the queue).
         With `pinned`, an online copy (`postgres`): called from the copy thread once the
-        copy's data is fixed and the freeze may be released."""
+        copy's data is fixed and the freeze may be released. `progress` gets the driver's
+        reports (`progress.py`)."""
         loop, started, timed_out = asyncio.get_running_loop(), asyncio.Event(), threading.Event()
 
         def copy() -> SnapshotFiles:
@@ -63,8 +64,8 @@ class Freezer:
             timer.start()
             try:
                 if pinned is not None:
-                    return frozen.copy_online(directory, cancel, pinned)
-                return frozen.copy_to(directory, cancel)
+                    return frozen.copy_online(directory, cancel, pinned, progress)
+                return frozen.copy_to(directory, cancel, progress)
             finally:
                 timer.cancel()
 

@@ -144,6 +144,12 @@ def copy_snapshot(app: "SnapshotsApplication", cmd: c.CopySnapshotRequested, com
     return [snapshot]
 
 
+def cancel_snapshot(app: "SnapshotsApplication", cmd: c.CancelSnapshotRequested, command_id: str):
+    snapshot = app.get_snapshot_of(cmd.cluster_name, cmd.snapshot_name)
+    snapshot.request_cancel(command_id)
+    return [snapshot]
+
+
 COMMAND_HANDLERS: dict[type[c.Command], Handler] = {
     c.RegisterCluster: register_cluster,
     c.ReportClusterStatus: report_cluster_status,
@@ -152,6 +158,7 @@ COMMAND_HANDLERS: dict[type[c.Command], Handler] = {
     c.RestoreSnapshotRequested: restore_snapshot,
     c.DeleteSnapshotRequested: delete_snapshot,
     c.CopySnapshotRequested: copy_snapshot,
+    c.CancelSnapshotRequested: cancel_snapshot,
     c.SetSnapshotPolicy: set_policy,
     c.RemoveSnapshotPolicy: remove_policy,
 }

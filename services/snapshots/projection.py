@@ -14,11 +14,11 @@ batch fails, its events are applied one by one so that one bad event is set asid
 import logging
 from collections.abc import Callable, Iterable
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from events.codec import parse_event
 from events.envelope import Envelope
-from events.vocabulary import name_key
+from events.vocabulary import SnapshotStatus, name_key
 from services.snapshots import logs
 from services.snapshots.set_aside import SetAsideLog
 from services.snapshots.view_rules import INSERT, RULES, UPDATE, RowChange
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 #: (after, limit) → (the last notification id read, the published events among them).
 StoreReader = Callable[[int, int], tuple[int, list[Envelope]]]
 POSITION = "projection"
+#: Telemetry published straight to the topic (`progress.py`): never in the store.
+PROGRESS = "SnapshotProgress"  # events.events.TELEMETRY_EVENTS
 _LIMITS = {"cluster_name": 256, "snapshot_name": 64, "target_cluster_name": 256}
 
 
@@ -139,6 +141,28 @@ class Projection:
         if moved.rowcount != 1:
             raise PositionMoved(after)
 
+    def apply_progress(self, envelopes: Iterable[Envelope]) -> int:
+        """Keep the latest `SnapshotProgress` of each Creating snapshot (telemetry read from
+        the topic: never in the store or the history). One for a snapshot that is no
+        longer Creating (it arrived after the outcome) or of another cluster is ignored."""
+        latest = {}
+        for envelope in envelopes:
+            try:
+                parse_event(envelope)
+            except Exception as error:  # noqa: BLE001 - a forged or broken one: skipped
+                log.warning("skipping an invalid SnapshotProgress %s: %s", envelope.id, error)
+                continue
+            latest[name_key(str(envelope.data["snapshot_name"]))] = envelope.data
+        snapshots, applied = self._tables.snapshots, 0
+        with self._engine.begin() as tx:
+            for key, data in latest.items():
+                figures = {k: v for k, v in data.items() if k not in ("cluster_name", "snapshot_name")}
+                applied += tx.execute(update(snapshots).where(
+                    snapshots.c.key == key, snapshots.c.status == SnapshotStatus.CREATING,
+                    func.lower(snapshots.c.cluster_name) == name_key(str(data["cluster_name"])))
+                    .values(progress=figures)).rowcount
+        return applied
+
     def _applying(self, rule: Callable[..., tuple[RowChange, ...]]) -> Callable:
         def handler(tx, data, envelope) -> None:
             for change in rule(data, envelope):
@@ -171,8 +195,13 @@ class FollowStore:
         self._store_position = store_position
 
     def __call__(self, delivered: Iterable[Envelope] = ()) -> int:
-        self.projection.check_delivered(delivered, self._store_position())
-        return self.projection.catch_up(self._read_store)
+        delivered = list(delivered)
+        progress = [e for e in delivered if e.type == PROGRESS]
+        self.projection.check_delivered([e for e in delivered if e.type != PROGRESS], self._store_position())
+        applied = self.projection.catch_up(self._read_store)
+        if progress:  # after the catch-up: the snapshot's row exists by now
+            self.projection.apply_progress(progress)
+        return applied
 
 
 def _problem(envelope: Envelope) -> str | None:

@@ -127,3 +127,7 @@ class InvalidPolicy(CommandNotAccepted):
 
 class SnapshotAutomated(CommandNotAccepted):
     code = RejectionCode.SNAPSHOT_AUTOMATED
+
+
+class SnapshotNotCreating(CommandNotAccepted):
+    code = RejectionCode.SNAPSHOT_NOT_CREATING

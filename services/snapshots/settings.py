@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     scheduler_interval_seconds: float = Field(30.0, gt=0)
     #: Tests only: a file holding the time the service reads as now (clock.py). Unset: UTC.
     test_clock_file: Path | None = None
+    #: At most one `SnapshotProgress` event per copy this often (the final 100 % one always).
+    progress_interval_seconds: float = Field(1.0, gt=0)
     #: Passwords of `postgres` clusters, by registered target URL (JSON in the environment:
     #: SNAPSHOT_CLUSTER_PASSWORDS='{"postgresql://dws@db:5432/wh": "..."}'); or use PGPASSFILE.
     cluster_passwords: dict[str, SecretStr] = {}

@@ -55,13 +55,18 @@ def snapshot_completed(data, event) -> tuple[RowChange, ...]:
     return _snapshot(data, status=SnapshotStatus.AVAILABLE, size_bytes=data["size_bytes"],
                      started_at=datetime.fromisoformat(data["started_at"]),
                      finished_at=datetime.fromisoformat(data["finished_at"]),
-                     warning=data.get("warning"), repository=data.get("repository", "local")) \
-        + _end_online_task(data)
+                     warning=data.get("warning"), repository=data.get("repository", "local"),
+                     progress=None) + _end_online_task(data)
 
 
 def snapshot_failed(data, event) -> tuple[RowChange, ...]:
     return _snapshot(data, status=SnapshotStatus.FAILED, failure_reason=data["reason"],
-                     finished_at=event.time) + _end_online_task(data)
+                     finished_at=event.time, progress=None) + _end_online_task(data)
+
+
+def snapshot_cancelled(data, event) -> tuple[RowChange, ...]:
+    return _snapshot(data, status=SnapshotStatus.CANCELLED, failure_reason=data["reason"],
+                     finished_at=event.time, progress=None) + _end_online_task(data)
 
 
 def _end_online_task(data) -> tuple[RowChange, ...]:
@@ -98,6 +103,7 @@ RULES: dict[str, Callable[..., tuple[RowChange, ...]]] = {
     "SnapshotCompleted": snapshot_completed,
     "SnapshotFailed": snapshot_failed,
     "SnapshotDeleted": snapshot_deleted,
+    "SnapshotCancelled": snapshot_cancelled,
     "RestoreStarted": snapshot_status_is(SnapshotStatus.RESTORING),
     "RestoreCompleted": snapshot_status_is(SnapshotStatus.AVAILABLE),
     "RestoreFailed": snapshot_status_is(SnapshotStatus.AVAILABLE),

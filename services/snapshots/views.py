@@ -46,6 +46,9 @@ def define_tables(suffix: str = "") -> ViewTables:
         Column("retention_days", BigInteger),  # -1: kept forever (null: a view from before)
         Column("repository", Text),  # where its files are: `local` or s3://bucket/prefix
         Column("online", Boolean),  # an online snapshot: its outcome ends the cluster's task
+        # The latest SnapshotProgress of a Creating snapshot (telemetry from the topic,
+        # not from the store); cleared by the outcome.
+        Column("progress", JSON),
     ), Table(
         "view_clusters" + suffix, metadata,
         Column("key", String(256), primary_key=True),
@@ -83,7 +86,7 @@ snapshots, clusters, history = LIVE.snapshots, LIVE.clusters, LIVE.history
 
 SNAPSHOT_FIELDS = ("name", "cluster_name", "status", "snapshot_type", "description",
                    "size_bytes", "started_at", "finished_at", "failure_reason", "warning",
-                   "retention_days")
+                   "retention_days", "progress")
 CLUSTER_FIELDS = ("name", "status", "task_status", "driver", "target", "policy")
 
 
@@ -120,7 +123,11 @@ def add_missing_columns(tables: MetaData, engine: Engine) -> None:
 
 
 def list_snapshots(engine: Engine, cluster: str | None = None, status: str | None = None,
-                   limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
+                   limit: int = 100, offset: int = 0, *, snapshot_type: str | None = None,
+                   since: datetime | None = None, until: datetime | None = None,
+                   name_contains: str | None = None, oldest_first: bool = False) -> tuple[list[dict], int]:
+    """A page of the list, newest first (or oldest first) by start, and how many match.
+    `since`/`until` bound the start (both included, UTC); `name_contains` is case-insensitive."""
     query = select(*(snapshots.c[f] for f in SNAPSHOT_FIELDS))
     counting = select(func.count()).select_from(snapshots)
     conditions = []
@@ -129,9 +136,18 @@ def list_snapshots(engine: Engine, cluster: str | None = None, status: str | Non
         conditions.append(func.lower(snapshots.c.cluster_name) == name_key(cluster))
     if status is not None:
         conditions.append(snapshots.c.status == status)
+    if snapshot_type is not None:
+        conditions.append(snapshots.c.snapshot_type == snapshot_type)
+    if since is not None:
+        conditions.append(snapshots.c.started_at >= since)
+    if until is not None:
+        conditions.append(snapshots.c.started_at <= until)
+    if name_contains:  # the key is the lower-cased name; % and _ match themselves
+        conditions.append(snapshots.c.key.contains(name_key(name_contains), autoescape=True))
     for condition in conditions:
         query, counting = query.where(condition), counting.where(condition)
-    query = query.order_by(snapshots.c.sequence.desc()).limit(limit).offset(offset)
+    order = (snapshots.c.started_at, snapshots.c.sequence)
+    query = query.order_by(*(order if oldest_first else (c.desc() for c in order))).limit(limit).offset(offset)
     with engine.connect() as connection:
         rows = [_snapshot(row) for row in connection.execute(query).mappings()]
         return rows, connection.execute(counting).scalar_one()

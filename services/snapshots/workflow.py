@@ -16,12 +16,20 @@ What makes it safe:
   `SnapshotCompleted` is the snapshot, so two attempts never write the same files;
 - the workflows of a revoked partition are cancelled: the copy stops (pg_dump killed,
   the SQLite backup stopped between steps), the cluster is released, nothing is recorded,
-  and the partition's new owner resumes them.
+  and the partition's new owner resumes them;
+- a cancel requested by a user (`CancelSnapshotRequested`, recorded first) stops the copy
+  the same way, then the cluster is released, the snapshot's files removed, and
+  `SnapshotCancelled` + `ClusterUnlocked` recorded together; a workflow resumed after a
+  crash finds the request in the store and finishes the cancel without copying.
+
+While it copies, the driver's progress goes out as `SnapshotProgress` telemetry
+(`progress.py`).
 
 Store calls run in the store's thread pool; freezes and copies in the Freezer's pools."""
 
 import asyncio
 import logging
+import shutil
 import threading
 import time
 import uuid
@@ -36,20 +44,31 @@ from services.snapshots.domain import snapshot_id
 from services.snapshots import logs, metrics
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.drivers import DriverError
+from services.snapshots.drivers.base import CopyCancelled
+from services.snapshots.domain import command_record_id
 from services.snapshots.freezing import Freezer
 from services.snapshots.handlers import ExpireSnapshot, TakeScheduledSnapshot
 from services.snapshots.repository import Repositories, SnapshotKey, copy_snapshot, normalized_url
+from services.snapshots.progress import ProgressPublisher
+from services.snapshots.published import context_of
 from services.snapshots.threads import ThreadPool
 
 log = logging.getLogger(__name__)
+
+#: The outcome of a copy stopped by a user's cancel (a str outcome is a failure's reason).
+CANCELLED = object()
 
 
 class SnapshotWorkflow:
     """Runs at most one workflow per cluster (or snapshot) at a time, in the background."""
 
     def __init__(self, app: SnapshotsApplication, freezer: Freezer, repository: Repositories | Path,
-                 store: ThreadPool):
+                 store: ThreadPool, progress: ProgressPublisher | None = None):
         self._app = app
+        #: Where copies report progress (None: not reported).
+        self.progress = progress
+        #: The cancel event of each running snapshot copy, by cluster key.
+        self._cancels: dict[str, threading.Event] = {}
         self.freezer = freezer
         # A Path: the local repository in that directory (tests, older callers).
         self.repositories = (repository if isinstance(repository, Repositories)
@@ -68,9 +87,19 @@ class SnapshotWorkflow:
             self.delete_files(command.cluster_name, command.snapshot_name)
         elif isinstance(command, c.CopySnapshotRequested):
             self.start_copy(command.snapshot_name, normalized_url(command.target_repository), partition)
+        elif isinstance(command, c.CancelSnapshotRequested):
+            self.cancel(command.cluster_name, partition)
 
     def start_copy(self, snapshot_name: str, target: str, partition: int | None = None) -> None:
         self._spawn(f"copy:{name_key(snapshot_name)}:{target}", self.copy(snapshot_name, target), partition)
+
+    def cancel(self, cluster_name: str, partition: int | None = None) -> None:
+        """Stop the running copy of the cluster's snapshot (its workflow then records the
+        cancel); with no workflow running here (after a crash), start one: it finds the
+        cancel in the store and finishes it."""
+        if (event := self._cancels.get(name_key(cluster_name))) is not None:
+            event.set()
+        self.start(cluster_name, partition)
 
     def start(self, cluster_name: str, partition: int | None = None) -> None:
         self._spawn("snapshot:" + name_key(cluster_name), self.run(cluster_name), partition)
@@ -143,7 +172,7 @@ class SnapshotWorkflow:
         if snapshot is None:
             return [self.repositories.default.url]
         urls = [getattr(snapshot, "repository", None) or "local", *getattr(snapshot, "copies", {})]
-        if snapshot.status == SnapshotStatus.FAILED:  # a failed attempt's files, if a crash kept them
+        if snapshot.status in (SnapshotStatus.FAILED, SnapshotStatus.CANCELLED):  # files a crash kept
             urls.append(self.repositories.default.url)
         return list(dict.fromkeys(urls))
 
@@ -193,6 +222,7 @@ class SnapshotWorkflow:
                 result = "cancelled"
                 raise
             finally:
+                self._cancels.pop(name_key(cluster.cluster_name), None)
                 seconds = time.monotonic() - started
                 metrics.WORKFLOW_SECONDS.labels(cluster.driver, result).observe(seconds)
                 log.info("snapshot %s of %s: %s after %.3f s", cluster.snapshot_name,
@@ -209,19 +239,24 @@ class SnapshotWorkflow:
         if cluster.unlocked:
             return await self._end_interrupted_online(driver, cluster)
         frozen, frozen_at, cancel = None, None, threading.Event()
+        self._cancels[name_key(cluster_name)] = cancel  # before the read: no cancel falls between
+        snapshot = await self._store.run(self._app.get_snapshot, snapshot_name)
         try:
+            if snapshot.cancel_command_id is not None:  # cancelled before a crash: copy nothing
+                raise CopyCancelled("cancelled before the copy")
             frozen = await self.freezer.freeze(driver, cluster.target)
             frozen_at = time.monotonic()
             if not cluster.read_only:
                 await self._store.run(self._app.make_read_only, cluster_name, snapshot_name)
             key, repository = SnapshotKey(cluster_name, snapshot_name, attempt), self.repositories.default
             source, directory = repository.source(frozen, key), repository.directory(key)
+            progress = await self._reporter(cluster_name, snapshot)
             if cluster.online:
                 outcome, released = await self._copy_online(driver, cluster, source, frozen, frozen_at,
-                                                            directory, cancel)
+                                                            directory, cancel, progress)
                 frozen_at = None if released else frozen_at
             else:
-                outcome = await self.freezer.copy(source, directory, cancel)
+                outcome = await self.freezer.copy(source, directory, cancel, progress=progress)
         except (asyncio.CancelledError, IntegrityError):
             cancel.set()
             await self._release(driver, cluster.target, frozen, frozen_at)
@@ -239,10 +274,12 @@ class SnapshotWorkflow:
         await self._release(driver, cluster.target, frozen, frozen_at)
         if cluster.online:  # online: ClusterUnlocked always comes before the outcome
             await self._store.run(self._app.unlock_online, cluster_name, snapshot_name)
+        if await self._store.run(self._app.cancel_requested, snapshot_name):
+            outcome = CANCELLED  # even a copy that finished: the user asked before the outcome
         return await self._record(cluster_name, snapshot_name, attempt, outcome)
 
     async def _copy_online(self, driver, cluster, source, frozen, frozen_at: float, directory: Path,
-                           cancel: threading.Event) -> tuple[object, bool]:
+                           cancel: threading.Event, progress=None) -> tuple[object, bool]:
         """An online copy: once the driver has pinned the copy's data, release the freeze and
         record ClusterUnlocked while the copy goes on. Returns (the copy's outcome, released)."""
         if not hasattr(source, "copy_online"):
@@ -250,7 +287,7 @@ class SnapshotWorkflow:
                               f"service writes to {self.repositories.default.url}")
         loop, pinned = asyncio.get_running_loop(), asyncio.Event()
         copy = asyncio.ensure_future(self.freezer.copy(
-            source, directory, cancel, lambda: loop.call_soon_threadsafe(pinned.set)))
+            source, directory, cancel, lambda: loop.call_soon_threadsafe(pinned.set), progress))
         waiter = asyncio.ensure_future(pinned.wait())
         released = False
         try:
@@ -284,6 +321,34 @@ class SnapshotWorkflow:
             self.delete_files(cluster.cluster_name, cluster.snapshot_name)
         return "failed" if failed else "stale"
 
+    async def _reporter(self, cluster_name: str, snapshot):
+        """The copy's progress callback, with the create command's correlation and context."""
+        if self.progress is None:
+            return None
+        try:
+            context = await self._store.run(self._context_of, snapshot.command_id)
+        except Exception as error:  # noqa: BLE001 - telemetry never fails a snapshot
+            log.warning("no progress for %s: its command's context is unreadable: %s", snapshot.snapshot_name, error)
+            return None
+        return self.progress.reporter(cluster_name, snapshot.snapshot_name, snapshot.command_id, context)
+
+    def _context_of(self, command_id: str) -> dict:
+        record = self._app.find(command_record_id(command_id))
+        return context_of(record) if record is not None else {"authtype": "unauthenticated"}
+
+    async def _cancelled(self, cluster_name: str, snapshot_name: str) -> str:
+        """The copy stopped and the cluster released: remove every file of the snapshot, then
+        record `SnapshotCancelled` and `ClusterUnlocked` (fenced, so at most once)."""
+        directory = self.snapshot_directory(cluster_name, snapshot_name)
+        await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
+        if directory.exists():  # a file still open elsewhere: retried in the background
+            self.delete_files(cluster_name, snapshot_name, repository="local")
+        if self.repositories.default.url != "local":  # what an upload left: removed in the background
+            self.delete_files(cluster_name, snapshot_name, repository=self.repositories.default.url)
+        recorded = await self._store.run(self._app.cancel_snapshot, cluster_name, snapshot_name,
+                                         "cancelled on request")
+        return "cancelled_by_request" if recorded else "stale"
+
     async def _release(self, driver, target: str, frozen, frozen_at: float | None,
                        clean_up: bool = True) -> None:
         """Release (retried until done), then count how long the cluster refused writes."""
@@ -292,6 +357,16 @@ class SnapshotWorkflow:
             metrics.READ_ONLY_SECONDS.labels(driver.name).observe(time.monotonic() - frozen_at)
 
     async def _record(self, cluster_name: str, snapshot_name: str, attempt: str, outcome) -> str:
+        try:
+            return await self._record_outcome(cluster_name, snapshot_name, attempt, outcome)
+        except IntegrityError:  # a cancel was accepted while this outcome was being saved
+            if not await self._store.run(self._app.cancel_requested, snapshot_name):
+                raise
+            return await self._cancelled(cluster_name, snapshot_name)
+
+    async def _record_outcome(self, cluster_name: str, snapshot_name: str, attempt: str, outcome) -> str:
+        if outcome is CANCELLED:
+            return await self._cancelled(cluster_name, snapshot_name)
         if isinstance(outcome, str):
             failed = await self._store.run(self._app.fail_snapshot, cluster_name, snapshot_name, outcome)
             self.delete_files(cluster_name, snapshot_name, attempt, self.repositories.default.url)

@@ -118,6 +118,14 @@ def command_routes(engine: Engine, send, allowed: AllowedTargets) -> APIRouter:
                                           target_repository=body.target_repository)
         return await publish(command, actor, idempotency_key, response)
 
+    @router.post("/snapshots/{name}/cancel", status_code=202)
+    async def cancel_snapshot(name: str, response: Response,
+                              actor: TokenInfo = Depends(auth.require(Role.OPERATOR)),
+                              idempotency_key: str | None = Header(None, max_length=256)) -> dict:
+        snapshot = _snapshot(engine, name)
+        command = c.CancelSnapshotRequested(cluster_name=snapshot["cluster_name"], snapshot_name=snapshot["name"])
+        return await publish(command, actor, idempotency_key, response)
+
     @router.post("/clusters", status_code=202)
     async def register_cluster(body: NewCluster, response: Response,
                                actor: TokenInfo = Depends(auth.require(Role.ADMIN)),

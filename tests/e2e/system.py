@@ -12,6 +12,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from events.envelope import Envelope
+from events.events import TELEMETRY_EVENTS
 from services.snapshots.broker import die_with_parent, free_port
 from services.snapshots.client import EventFollower
 from events.kafka import new_producer
@@ -126,12 +127,17 @@ class RunningSystem:
         finally:
             await producer.stop()
 
-    async def events_of(self, command_id: str, last: str, timeout: float = 30.0) -> list[Envelope]:
-        """Every status event caused by a command, up to one of type `last`."""
+    async def events_of(self, command_id: str, last: str, timeout: float = 30.0,
+                        telemetry: bool = False) -> list[Envelope]:
+        """Every status event caused by a command, up to one of type `last`; with
+        `telemetry`, its `SnapshotProgress` too (published straight from the copy, so it may
+        come before `ClusterReadOnly`: it is not in the event store's order)."""
         found = []
         async with EventFollower(self.bootstrap_servers, self.events_topic, True) as follower:
             async def collect():
                 async for envelope in follower.events():
+                    if envelope.type in TELEMETRY_EVENTS and not telemetry:
+                        continue
                     if envelope.correlationid == command_id:
                         found.append(envelope)
                         if envelope.type == last:

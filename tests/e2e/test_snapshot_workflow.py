@@ -8,6 +8,7 @@ import uuid
 from aiokafka import TopicPartition
 
 from events import kafka
+from events.events import TELEMETRY_EVENTS
 from services.snapshots.client import EventFollower
 
 SPEC_ORDER = ["ClusterLocked", "SnapshotStarted", "ClusterReadOnly", "SnapshotCompleted", "ClusterUnlocked"]
@@ -81,7 +82,7 @@ async def events_before_fence(system, command_id: str, fence: str) -> list:
         async for envelope in follower.events():
             if envelope.correlationid == fence:
                 return found
-            if envelope.correlationid == command_id:
+            if envelope.correlationid == command_id and envelope.type not in TELEMETRY_EVENTS:
                 found.append(envelope)
     return found
 

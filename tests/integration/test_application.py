@@ -4,7 +4,7 @@ in memory (POPO), a SQLite file, and the local PostgreSQL server."""
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from events.commands import (CreateSnapshotRequested, DeleteSnapshotRequested, RegisterCluster,
+from events.commands import (CancelSnapshotRequested, CreateSnapshotRequested, DeleteSnapshotRequested, RegisterCluster,
                              ReportClusterStatus, RestartClusterRequested, RestoreSnapshotRequested)
 from services.snapshots import bootstrap
 from services.snapshots.application import command_sha256, payload_sha256
@@ -212,6 +212,36 @@ class ApplicationScenarios:
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
         app.handle("d1", DeleteSnapshotRequested(cluster_name="dws-prod-9", snapshot_name="nightly-01"))
         assert rejections(app) == ["unknown_snapshot"]
+
+    def test_a_cancel_is_recorded_then_cancelled_correlated_to_the_cancel_and_unlocked_for_the_create(self, app):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        cancel = CancelSnapshotRequested(cluster_name="DWS-PROD-1", snapshot_name="Nightly-01")
+        assert app.handle("x1", cancel) == "accepted"
+        assert app.cancel_requested("nightly-01") and app.get_snapshot("nightly-01").status == "Creating"
+        assert app.handle("x2", cancel) == "rejected"  # already being cancelled
+        assert app.cancel_snapshot("dws-prod-1", "nightly-01", "cancelled on request")
+        assert not app.cancel_snapshot("dws-prod-1", "nightly-01", "again")  # fenced: once
+        events = [app.mapper.to_domain_event(n) for n in app.recorder.select_notifications(1, 1000)]
+        cancelled, unlocked = events[-2:]
+        assert (type(cancelled).__name__, cancelled.command_id) == ("SnapshotCancelled", "x1")
+        assert (type(unlocked).__name__, unlocked.command_id) == ("ClusterUnlocked", "c1")
+        assert app.get_snapshot("nightly-01").status == "Cancelled"
+        assert app.get_cluster("dws-prod-1").status == "Available"
+        assert app.handle("x3", cancel) == "rejected"
+        assert rejections(app) == ["snapshot_not_creating", "snapshot_not_creating"]
+        assert app.handle("d1", DeleteSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01")) == "accepted"
+
+    @pytest.mark.parametrize("status", ["Available", "Failed"])
+    def test_cancelling_a_snapshot_that_is_not_creating_is_rejected(self, app, status):
+        app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))
+        if status == "Available":
+            app.complete_snapshot("dws-prod-1", "nightly-01", 10, None)
+        else:
+            app.fail_snapshot("dws-prod-1", "nightly-01", "disk full")
+        assert app.handle("x1", CancelSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01")) == "rejected"
+        assert app.handle("x2", CancelSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nope-01")) == "rejected"
+        assert rejections(app) == ["snapshot_not_creating", "unknown_snapshot"]
+        assert not app.cancel_requested("nightly-01")
 
     def test_interrupted_workflows_are_found_from_the_store(self, app):
         app.handle("c1", CreateSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01"))

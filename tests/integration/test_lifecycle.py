@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from events.commands import (CreateSnapshotRequested, DeleteSnapshotRequested, RegisterCluster,
+from events.commands import (CancelSnapshotRequested, CreateSnapshotRequested, DeleteSnapshotRequested, RegisterCluster,
                              RemoveSnapshotPolicy, ReportClusterStatus, SetSnapshotPolicy)
 from services.snapshots import bootstrap
 from services.snapshots.application import Outcome
@@ -260,3 +260,20 @@ async def test_the_scheduler_job_outlives_an_event_store_outage_across_a_slot_an
     assert types.count("SnapshotStarted") == 1 and "ScheduledSnapshotSkipped" not in types
     assert "periodic job schedule failed" in caplog.text
     app.close()
+
+
+async def test_a_cancelled_automated_snapshot_expires_like_a_failed_one(parts):
+    """It cannot be deleted by hand (`snapshot_automated`): retention must take it."""
+    app, slot = parts.app, datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
+    app.handle("p", SetSnapshotPolicy(cluster_name=CLUSTER, schedule="rate(1 day)", keep_days=1))
+    parts.set_time(slot + timedelta(minutes=5))
+    assert app.handle(slot_command_id(CLUSTER, slot), TakeScheduledSnapshot(cluster_name=CLUSTER, slot=slot)) == Outcome.ACCEPTED
+    name = "auto-dws-life-1-202603020000"
+    assert app.handle("x", CancelSnapshotRequested(cluster_name=CLUSTER, snapshot_name=name)) == Outcome.ACCEPTED
+    parts.workflow.start(CLUSTER)  # the workflow finds the cancel and finishes it
+    await parts.workflow.wait_idle()
+    assert app.get_snapshot(name).status == "Cancelled"
+    parts.set_time(slot + timedelta(days=1, minutes=5))
+    await parts.tick()
+    await parts.tick()
+    assert {e.snapshot_name: e.reason for e in parts.events("SnapshotDeleted")} == {name: "expired"}

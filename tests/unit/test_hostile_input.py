@@ -132,13 +132,14 @@ class FuzzedApi:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(["/snapshots/", "/snapshots/{}/history", "/clusters/", "/commands/"]),
        name=TEXT.filter(lambda t: t not in ("", ".", "..") and len(t) < 1000),
-       params=st.dictionaries(st.sampled_from(["cluster", "status", "limit", "offset"]), TEXT, max_size=4))
-def test_the_api_answers_hostile_requests_with_200_404_or_422_never_500(tmp_path_factory, path, name, params):
+       params=st.dictionaries(st.sampled_from(["cluster", "status", "limit", "offset", "type", "since",
+                                                "until", "q", "sort"]), TEXT, max_size=4))
+def test_the_api_answers_hostile_requests_with_200_400_404_or_422_never_500(tmp_path_factory, path, name, params):
     api = FuzzedApi(tmp_path_factory.getbasetemp())
     name = quote(name, safe="")  # as any HTTP client sends it
     url = path.format(name) if "{}" in path else path + name
-    assert api.client.get(url, headers=api.headers).status_code in (200, 404, 422)
-    assert api.client.get("/snapshots", params=params, headers=api.headers).status_code in (200, 422)
+    assert api.client.get(url, headers=api.headers).status_code in (200, 400, 404, 422)
+    assert api.client.get("/snapshots", params=params, headers=api.headers).status_code in (200, 400, 422)
     assert api.client.get(url).status_code in (401, 404)  # 404: no such route, whoever asks
 
 

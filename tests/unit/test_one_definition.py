@@ -9,7 +9,7 @@ from dataclasses import fields
 from eventsourcing.domain import DomainEvent
 
 from events.commands import COMMAND_TYPES
-from events.events import EVENT_TYPES
+from events.events import EVENT_TYPES, TELEMETRY_EVENTS
 from services.snapshots.domain import AGGREGATES, INTERNAL_EVENTS
 from services.snapshots.handlers import COMMAND_HANDLERS
 from services.snapshots.published import published_type
@@ -43,13 +43,14 @@ def test_every_stored_event_is_published_as_its_namesake_or_is_internal():
 
 def test_internal_events_are_never_published():
     internal = [cls for cls in stored_event_classes() if cls.__name__ in INTERNAL_EVENTS]
-    assert sorted(cls.__name__ for cls in internal) == ["CommandReceived", "SnapshotTaskEnded"]
+    assert sorted(cls.__name__ for cls in internal) == ["CommandReceived", "SnapshotCancelRequested", "SnapshotTaskEnded"]
     assert all(published_type(cls) is None for cls in internal)
 
 
 def test_every_published_event_is_recorded_by_the_domain():
     recorded = {cls.__name__ for cls in stored_event_classes()}
-    assert set(EVENT_TYPES) <= recorded
+    assert set(EVENT_TYPES) - TELEMETRY_EVENTS <= recorded
+    assert not TELEMETRY_EVENTS & recorded  # telemetry is never stored
 
 
 def test_a_stored_event_carries_every_published_field_and_the_causing_command():

@@ -76,7 +76,7 @@
 
   function statusCell(s) {
     const cell = DWS.el("td", {}, DWS.el("span", { class: `status status-${s.status.toLowerCase()}` }, s.status));
-    if (s.status === "Failed" && s.failure_reason) cell.append(DWS.el("p", { class: "reason" }, s.failure_reason));
+    if ((s.status === "Failed" || s.status === "Cancelled") && s.failure_reason) cell.append(DWS.el("p", { class: "reason" }, s.failure_reason));
     if (s.warning) cell.append(DWS.el("p", { class: "badge" }, "Larger than its data"));
     return cell;
   }
@@ -96,14 +96,14 @@
   }
 
   /** Only what the service would accept: Restore of an Available snapshot; Delete of an
-      Available or Failed one that is not Automated. */
+      Available, Failed or Cancelled one that is not Automated. */
   function operations(s) {
     const cell = DWS.el("td", { class: "operations" });
     if (s.status === "Available") {
       cell.append(DWS.el("button", { type: "button", "aria-label": `Restore ${s.name}`,
                                      onclick: (e) => DWS.dialogs.restore(s, e.currentTarget) }, "Restore"));
     }
-    if ((s.status === "Available" || s.status === "Failed") && s.snapshot_type !== "Automated") {
+    if (["Available", "Failed", "Cancelled"].includes(s.status) && s.snapshot_type !== "Automated") {
       cell.append(DWS.el("button", { type: "button", "aria-label": `Delete ${s.name}`,
                                      onclick: (e) => DWS.dialogs.delete(s, e.currentTarget) }, "Delete"));
     }

@@ -27,7 +27,8 @@ freeze waits at most `lock_timeout_seconds` for writers already inside a transac
 The snapshot is `pg_dump --format=custom` (its own consistent MVCC snapshot) with a
 manifest; it runs as a polled child process that a `cancel` event or the tool timeout
 stops (the partial dump is removed), and `progress` gets the dump's size so far against
-`pg_database_size`. Restore is `CREATE DATABASE` + `pg_restore` without the freeze
+an estimate of its final size: `pg_database_size` at first, refined from the tables pg_dump
+has read (`postgres_progress`). Restore is `CREATE DATABASE` + `pg_restore` without the freeze
 triggers. Passwords never appear in targets: they come from the service's settings
 (PGPASSWORD in the tools' environment only, see `tools`) or libpq's PGPASSFILE."""
 
@@ -42,6 +43,7 @@ from psycopg import sql
 
 from events.vocabulary import name_key
 from services.snapshots.drivers import postgres_freeze, postgres_online
+from services.snapshots.drivers.postgres_progress import DumpEstimate
 from services.snapshots.drivers.base import (CleanupPending, CopyCancelled, DriverError, Progress, SnapshotFiles,
                                              verify_manifest, write_manifest)
 from services.snapshots.drivers.tools import run_tool, stream_tool, tool_environment
@@ -84,15 +86,19 @@ class FrozenPostgres:
         """The dump of `copy_to`, handed to `write` block by block as pg_dump produces it
         (an S3 repository uploads it: no local file); returns the manifest's facts and the
         warning. The caller computes the size and sha256 of what it received."""
-        total, done = (self._database_size(self._connection) if progress else None), [0]
+        estimate, done = self._estimate() if progress else None, [0]
 
         def received(block: bytes) -> None:
             write(block)
             done[0] += len(block)
 
-        report = (lambda: progress(done[0], total)) if progress else None
+        report = (lambda: progress(done[0], estimate.total(done[0]))) if progress else None
         env = tool_environment(self._driver._passwords.get(self._target))
-        stream_tool(self._dump_args(None), env, self._driver.tool_timeout, received, cancel, report)
+        try:
+            stream_tool(self._dump_args(None), env, self._driver.tool_timeout, received, cancel, report)
+        finally:
+            if estimate is not None:
+                estimate.close()
         if progress:
             progress(done[0], done[0])
         version, tables, counts = self._statistics(cancel)
@@ -133,12 +139,24 @@ class FrozenPostgres:
                 f"--exclude-schema={FREEZE_SCHEMA}", *output, f"--dbname={self._target}"]
 
     def _dump(self, dump: Path, cancel: threading.Event | None, progress: Progress | None) -> None:
-        total = self._database_size(self._connection) if progress else None
-        report = (lambda: progress(_size_of(dump), total)) if progress else None
-        self._driver.run_tool(self._dump_args(dump), self._target, cancel, report)
+        estimate = self._estimate() if progress else None
+
+        def report() -> None:
+            done = _size_of(dump)
+            progress(done, estimate.total(done))
+        try:
+            self._driver.run_tool(self._dump_args(dump), self._target, cancel, report if progress else None)
+        finally:
+            if estimate is not None:
+                estimate.close()
         if progress:
             size = _size_of(dump)
             progress(size, size)  # done: the total is now known exactly
+
+    def _estimate(self) -> DumpEstimate:
+        """The dump's final size as far as it can be told, refined as it goes."""
+        return DumpEstimate(lambda: self._driver.connect(self._target, autocommit=True),
+                            self._database_size(self._connection), FREEZE_SCHEMA)
 
     @staticmethod
     def _database_size(connection: psycopg.Connection) -> int | None:

@@ -106,7 +106,7 @@ def stream_tool(args: list[str], env: dict[str, str], timeout: float, write: Cal
     with tempfile.TemporaryFile() as errors:
         try:
             process = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=errors)
+                                       stderr=errors, preexec_fn=die_with_parent())
         except OSError as error:
             raise DriverError(f"{args[0]} could not run: {error}") from error
         deadline = time.monotonic() + timeout
