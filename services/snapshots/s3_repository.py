@@ -9,7 +9,8 @@ and prefix only.
 
 Objects: `<prefix>/<cluster>/<snapshot>/<attempt>/<data file>` and `.../manifest.json`.
 The data file is a multipart upload: a driver that can stream (`stream_to`: pg_dump's
-output) sends its bytes as they are produced, one part (`part_size`) in memory at a time,
+output, and an online snapshot's `stream_online`: the freeze released once pg_dump holds
+its locks) sends its bytes as they are produced, one part (`part_size`) in memory at a time,
 the sha256 computed on the way; a driver that needs a file (SQLite's backup API) writes it
 into a staging directory first, removed after the upload. The upload is completed, then
 the manifest written: no manifest, no snapshot. A copy that fails or is cancelled aborts
@@ -25,7 +26,7 @@ import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -245,31 +246,51 @@ class _CopyToS3:
     def copy_to(self, directory: Path, cancel: threading.Event | None = None,
                 progress: Progress | None = None) -> SnapshotFiles:
         repository, key = self._repository, self._key
-        # Uploads of this snapshot's earlier attempts, if a process died writing them.
+        self._abort_earlier_uploads()
+        if hasattr(self._frozen, "stream_to"):
+            return self._stream(directory, lambda write: self._frozen.stream_to(write, cancel, progress), cancel)
+        try:
+            staged = self._frozen.copy_to(directory, cancel, progress)
+            facts = json.loads((directory / MANIFEST).read_text())
+            name, warning = facts.pop("file"), staged.warning
+            with (directory / name).open("rb") as stream:
+                size, digest = repository.put_stream(key, name, stream, cancel)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        if digest != staged.sha256:
+            raise RepositoryError(f"{name} changed while it was uploaded: refusing the snapshot")
+        facts.pop("size_bytes", None), facts.pop("sha256", None)
+        repository.put_manifest(key, {**facts, "file": name, "size_bytes": size, "sha256": digest})
+        return SnapshotFiles(directory=directory, size_bytes=size, sha256=digest, warning=warning)
+
+    def copy_online(self, directory: Path, cancel: threading.Event | None, pinned: Callable[[], None],
+                    progress: Progress | None = None) -> SnapshotFiles:
+        """An online copy (`postgres`): pg_dump streamed into the upload as for `copy_to`,
+        `pinned()` called once its snapshot is held (see `drivers.postgres_online`)."""
+        if not hasattr(self._frozen, "stream_online"):
+            raise RepositoryError(f"this driver cannot stream an online snapshot to {self._repository.url}")
+        self._abort_earlier_uploads()
+        return self._stream(directory, lambda write: self._frozen.stream_online(write, cancel, pinned, progress),
+                            cancel)
+
+    def _stream(self, directory: Path, stream: Callable[[Callable[[bytes], None]], tuple[dict, str | None]],
+                cancel: threading.Event | None) -> SnapshotFiles:
+        """`stream(write)` feeds the upload and returns the manifest's facts and warning; the
+        upload is completed (or aborted if anything fails), then the manifest written."""
+        repository, key, name = self._repository, self._key, self._frozen.stream_name
+        with repository.uploading(key, name) as upload:
+            facts, warning = stream(upload.write)
+            check_cancel(cancel)
+            digest = upload.complete()
+        repository.put_manifest(key, {**facts, "file": name, "size_bytes": upload.size, "sha256": digest})
+        return SnapshotFiles(directory=directory, size_bytes=upload.size, sha256=digest, warning=warning)
+
+    def _abort_earlier_uploads(self) -> None:
+        """Uploads of this snapshot's earlier attempts, if a process died writing them."""
+        repository, key = self._repository, self._key
         for upload in repository.uploads(SnapshotKey(key.cluster_name, key.snapshot_name)):
             repository.client.abort_multipart_upload(Bucket=repository.bucket, Key=upload["Key"],
                                                      UploadId=upload["UploadId"])
-        if hasattr(self._frozen, "stream_to"):
-            name = self._frozen.stream_name
-            with repository.uploading(key, name) as upload:
-                facts, warning = self._frozen.stream_to(upload.write, cancel, progress)
-                check_cancel(cancel)
-                digest = upload.complete()
-            size = upload.size
-        else:
-            try:
-                staged = self._frozen.copy_to(directory, cancel, progress)
-                facts = json.loads((directory / MANIFEST).read_text())
-                name, warning = facts.pop("file"), staged.warning
-                with (directory / name).open("rb") as stream:
-                    size, digest = repository.put_stream(key, name, stream, cancel)
-            finally:
-                shutil.rmtree(directory, ignore_errors=True)
-            if digest != staged.sha256:
-                raise RepositoryError(f"{name} changed while it was uploaded: refusing the snapshot")
-            facts.pop("size_bytes", None), facts.pop("sha256", None)
-        repository.put_manifest(key, {**facts, "file": name, "size_bytes": size, "sha256": digest})
-        return SnapshotFiles(directory=directory, size_bytes=size, sha256=digest, warning=warning)
 
     def release(self) -> None:
         self._frozen.release()

@@ -283,8 +283,7 @@ class SnapshotWorkflow:
         """An online copy: once the driver has pinned the copy's data, release the freeze and
         record ClusterUnlocked while the copy goes on. Returns (the copy's outcome, released)."""
         if not hasattr(source, "copy_online"):
-            raise DriverError(f"online snapshots are written to the local repository only; this "
-                              f"service writes to {self.repositories.default.url}")
+            raise DriverError(f"this driver cannot take an online snapshot into {self.repositories.default.url}")
         loop, pinned = asyncio.get_running_loop(), asyncio.Event()
         copy = asyncio.ensure_future(self.freezer.copy(
             source, directory, cancel, lambda: loop.call_soon_threadsafe(pinned.set), progress))

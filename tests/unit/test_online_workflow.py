@@ -141,7 +141,7 @@ async def test_an_online_copy_cancelled_after_the_unlock_is_failed_by_the_next_r
 
 
 class StreamingRepository(LocalRepository):
-    """A repository that takes the data as a stream (as S3 does): its source has no online copy."""
+    """A repository whose source has no online copy (a driver that cannot stream one)."""
 
     url = "s3://bucket/prefix"
 
@@ -157,7 +157,7 @@ class StreamOnly:
         return self.frozen.copy_to(directory, cancel, progress)
 
 
-async def test_an_online_snapshot_to_a_streaming_repository_fails_with_its_reason_and_unlocks(tmp_path):
+async def test_an_online_snapshot_through_a_source_without_an_online_copy_fails_with_its_reason_and_unlocks(tmp_path):
     app = online_request()
     driver = OnlineFake(app)
     streaming = StreamingRepository(tmp_path / "s3")
@@ -167,5 +167,5 @@ async def test_an_online_snapshot_to_a_streaming_repository_fails_with_its_reaso
     flow.start("dws-pg")
     await flow.wait_idle()
     assert stored(app)[-3:] == ["ClusterUnlocked", "SnapshotFailed", "SnapshotTaskEnded"]
-    assert "local repository only" in app.get_snapshot("online-1").failure_reason
+    assert "this driver cannot take an online snapshot" in app.get_snapshot("online-1").failure_reason
     assert not driver.frozen and app.get_cluster("dws-pg").task_status is None

@@ -112,24 +112,48 @@ class FrozenPostgres:
         released; the copy then goes on (see `postgres_online`)."""
         directory.mkdir(parents=True, exist_ok=True)
         dump = directory / "database.pgdump"
-        export = postgres_online.SnapshotExport(self._driver.connect(self._target), FREEZE_SCHEMA)
         try:
-            total = self._database_size(export.connection) if progress else None
-            report = (lambda: progress(_size_of(dump), total)) if progress else None
-            postgres_online.dump_online(self._dump_args(dump), self._driver.password_of(self._target),
-                                        self._driver.tool_timeout, export, self._connection, pinned,
-                                        cancel, report)
-            version, tables, counts = self._statistics(cancel, export.connection)
+            version, tables, counts = self._online(self._dump_args(dump), None, cancel, pinned, progress,
+                                                   lambda: _size_of(dump))
         except BaseException:
             dump.unlink(missing_ok=True)
             raise
-        finally:
-            export.close()
-        if progress:
-            progress(_size_of(dump), _size_of(dump))
         files = write_manifest(directory, dump, driver="postgres", server_version=version,
                                row_counts=counts)
         return SnapshotFiles(files.directory, files.size_bytes, files.sha256, dead_row_warning(tables))
+
+    def stream_online(self, write: Callable[[bytes], None], cancel: threading.Event | None,
+                      pinned: Callable[[], None], progress: Progress | None = None) -> tuple[dict, str | None]:
+        """`copy_online`, with the dump handed to `write` as pg_dump produces it (as
+        `stream_to` does); returns the manifest's facts and the warning."""
+        done = [0]
+
+        def received(block: bytes) -> None:
+            write(block)
+            done[0] += len(block)
+
+        version, tables, counts = self._online(self._dump_args(None), received, cancel, pinned, progress,
+                                               lambda: done[0])
+        return ({"driver": "postgres", "server_version": version, "row_counts": counts},
+                dead_row_warning(tables))
+
+    def _online(self, args: list[str], write: Callable[[bytes], None] | None, cancel: threading.Event | None,
+                pinned: Callable[[], None], progress: Progress | None,
+                size: Callable[[], int]) -> tuple[str, list, dict]:
+        """The online dump (to a file, or streamed to `write`), then its statistics, counted
+        in the exported snapshot."""
+        export = postgres_online.SnapshotExport(self._driver.connect(self._target), FREEZE_SCHEMA)
+        try:
+            total = self._database_size(export.connection) if progress else None
+            report = (lambda: progress(size(), total)) if progress else None
+            postgres_online.dump_online(args, self._driver.password_of(self._target), self._driver.tool_timeout,
+                                        export, self._connection, pinned, cancel, report, write)
+            statistics = self._statistics(cancel, export.connection)
+        finally:
+            export.close()
+        if progress:
+            progress(size(), size())
+        return statistics
 
     def _dump_args(self, dump: Path | None) -> list[str]:
         """pg_dump's arguments: to the file `dump`, or to stdout (None)."""

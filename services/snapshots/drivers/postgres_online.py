@@ -13,18 +13,18 @@ open to the end: the manifest's row counts are counted in the same snapshot.
 The freeze's triggers are left in place (pass-through) until the copy ends: dropping one
 needs ACCESS EXCLUSIVE, which would wait behind the dump's locks and make writers queue
 behind it. `pg_dump` runs with `application_name` set to a name of this copy alone, so its
-backend is found among others; it dies with the service (PR_SET_PDEATHSIG)."""
+backend is found among others; it dies with the service (PR_SET_PDEATHSIG). Its output goes
+to a file (the local repository) or, through its stdout, to a streaming repository (S3):
+the same wait for the locks (`LockWatch`) either way."""
 
 import threading
-import time
 import uuid
 from collections.abc import Callable
 
 import psycopg
 
-from services.snapshots.drivers.base import CopyCancelled, DriverError
-from services.snapshots.drivers.tools import (POLL_SECONDS, finish_tool, start_tool, stop_tool,
-                                              tool_environment)
+from services.snapshots.drivers.base import DriverError
+from services.snapshots.drivers.tools import POLL_SECONDS, stream_tool, tool_environment
 
 #: The tables `pg_dump` locks: ordinary and partitioned tables outside the system schemas,
 #: the freeze's schema (excluded from the dump) and extensions (not dumped as tables).
@@ -62,33 +62,48 @@ class SnapshotExport:
 
 def dump_online(args: list[str], password: str | None, timeout: float, export: SnapshotExport,
                 poll: psycopg.Connection, pinned: Callable[[], None],
-                cancel: threading.Event | None, on_poll: Callable[[], None] | None) -> None:
+                cancel: threading.Event | None, on_poll: Callable[[], None] | None,
+                write: Callable[[bytes], None] | None = None) -> None:
     """Run `pg_dump` on the exported snapshot; `pinned()` once it holds every table's lock.
-    If the dump ends first (or the locks cannot be seen) `pinned` is not called: the
-    caller releases after the copy, as an offline snapshot does."""
+    Its output goes to the file its `args` name, or, with `write`, block by block to
+    `write` as it is produced (a streaming repository). If the dump ends first (or the
+    locks cannot be seen) `pinned` is not called: the caller releases after the copy, as
+    an offline snapshot does."""
     application_name = f"dws-snapshot-{uuid.uuid4().hex[:12]}"
     env = tool_environment(password) | {"PGAPPNAME": application_name}
-    full = [*args, f"--snapshot={export.snapshot_id}"]
-    process = start_tool(full, env)
-    deadline = time.monotonic() + timeout
-    try:
-        while process.poll() is None and not _holds_every_lock(poll, application_name, export.tables):
-            if cancel is not None and cancel.is_set():
-                raise CopyCancelled("pg_dump was cancelled")
-            if time.monotonic() >= deadline:
-                raise DriverError(f"pg_dump timed out after {timeout:g} s")
-            time.sleep(POLL_SECONDS / 10)
-    except BaseException:
-        stop_tool(process)
-        raise
-    if process.poll() is None:
-        pinned()
-    finish_tool(process, full, max(0.0, deadline - time.monotonic()), cancel, on_poll)
+    watch = LockWatch(poll, application_name, export.tables, pinned)
+
+    def polled() -> None:
+        watch.check()
+        if on_poll is not None:
+            on_poll()
+
+    stream_tool([*args, f"--snapshot={export.snapshot_id}"], env, timeout, write or _no_output,
+                cancel, polled, poll_seconds=POLL_SECONDS / 10)
 
 
-def _holds_every_lock(poll: psycopg.Connection, application_name: str, tables: list[int]) -> bool:
-    try:
-        held = poll.execute(LOCKS_HELD, (application_name, tables)).fetchone()[0]
-    except psycopg.Error as error:
-        raise DriverError(f"cannot see the dump's locks: {error}") from error
-    return held >= len(tables)
+class LockWatch:
+    """The one definition of "pg_dump holds its locks": `check()` (called while the dump
+    runs) calls `pinned()` once, the first time the dump's backend holds an ACCESS SHARE
+    lock on every table it dumps."""
+
+    def __init__(self, poll: psycopg.Connection, application_name: str, tables: list[int],
+                 pinned: Callable[[], None]):
+        self._poll, self._application_name, self._tables = poll, application_name, tables
+        self._pinned = pinned
+        self.done = False
+
+    def check(self) -> None:
+        if self.done:
+            return
+        try:
+            held = self._poll.execute(LOCKS_HELD, (self._application_name, self._tables)).fetchone()[0]
+        except psycopg.Error as error:
+            raise DriverError(f"cannot see the dump's locks: {error}") from error
+        if held >= len(self._tables):
+            self.done = True
+            self._pinned()
+
+
+def _no_output(block: bytes) -> None:
+    raise DriverError(f"pg_dump wrote {len(block)} bytes to its output instead of its file")
