@@ -89,6 +89,10 @@ class Repository(Protocol):
     def delete(self, key: SnapshotKey) -> None:
         """Remove the attempt's files (idempotent); raises if something is left."""
 
+    def stored_snapshots(self) -> set[tuple[str, str]]:
+        """The lower-cased (cluster, snapshot) pairs with any file here, complete or not
+        (the scheduler removes those of deleted snapshots)."""
+
     def abort_uploads(self, writers: Callable[[], set[tuple[str, str]]]) -> int:
         """Abort the unfinished uploads of snapshots that are not among `writers()` (the
         lower-cased (cluster, snapshot) pairs being written, read after the listing, so an
@@ -160,6 +164,9 @@ class LocalRepository:
         shutil.rmtree(directory, ignore_errors=True)
         if directory.exists():
             raise RepositoryError(f"{directory} is still there")
+
+    def stored_snapshots(self) -> set[tuple[str, str]]:
+        return {(path.parent.name, path.name) for path in self.root.glob("*/*") if path.is_dir()}
 
     def abort_uploads(self, writers) -> int:
         return 0  # a local copy that dies leaves no manifest: its attempt is deleted on failure

@@ -217,6 +217,18 @@ class S3Repository:
         except S3_ERRORS as error:
             raise RepositoryError(_reason(error)) from error
 
+    def stored_snapshots(self) -> set[tuple[str, str]]:
+        """One listing of the prefix: the snapshots any object belongs to."""
+        found = set()
+        try:
+            for object_key in self._keys(self.prefix_of()):
+                parts = (object_key[len(self.prefix) + 1:] if self.prefix else object_key).split("/")
+                if len(parts) >= 3:  # <cluster>/<snapshot>/[<attempt>/]<file>
+                    found.add((parts[0], parts[1]))
+        except S3_ERRORS as error:
+            raise RepositoryError(_reason(error)) from error
+        return found
+
     def abort_uploads(self, writers) -> int:
         aborted = 0
         try:

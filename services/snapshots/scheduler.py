@@ -13,20 +13,24 @@ partition this worker owns:
 - **Retention.** A snapshot past its retention (`Snapshot.is_expired`: Automated ones after
   the keep_days in force when they were taken, manual ones after their retention_days)
   gets an `ExpireSnapshot` with an id derived from its name and aggregate version:
-  `SnapshotDeleted` (reason `expired`) once (a deleted snapshot cannot be deleted again), then its files are removed by the retried delete job. A deleted
-  snapshot whose directory is still there (a crash before the job finished) has it
-  removed again at the next pass.
+  `SnapshotDeleted` (reason `expired`) once (a deleted snapshot cannot be deleted again), then its files are removed by the retried delete job.
+- **Leftovers.** A deleted snapshot whose files are still in a repository (a crash before
+  its delete job finished: the local directory, an S3 repository, a copy target) has them
+  removed again, by the same retried job, at the next pass.
 
 A command that fails (the store away) is simply issued again at the next tick. These
 commands carry `authtype=system`, `authid=dws-snapshots-scheduler`."""
 
+import asyncio
 import logging
 from collections.abc import Callable
 
+from events.vocabulary import name_key
 from services.snapshots.application import Outcome, SnapshotsApplication
 from services.snapshots.domain import CommandContext
 from services.snapshots.handlers import ExpireSnapshot, TakeScheduledSnapshot
 from services.snapshots.policies import expiry_command_id, latest_slot, slot_command_id
+from services.snapshots.repository import LOCAL
 from services.snapshots.threads import ThreadPool
 from services.snapshots.workflow import SnapshotWorkflow
 
@@ -45,7 +49,7 @@ class Scheduler:
         """One pass; returns how many commands it issued that had an effect."""
         clusters, snapshots = await self._store.run(self._state)
         now = self._app.clock.now()
-        issued = 0
+        issued, deleted = 0, []
         for cluster in clusters:
             partition = owns(cluster.cluster_name)
             if partition is None or cluster.policy is None:
@@ -64,10 +68,33 @@ class Scheduler:
                 issued += await self._issue(expiry_command_id(snapshot.snapshot_name, snapshot.version),
                                             ExpireSnapshot(cluster_name=snapshot.cluster_name,
                                                            snapshot_name=snapshot.snapshot_name), partition)
-            elif snapshot.deleted and self._workflow.snapshot_directory(
-                    snapshot.cluster_name, snapshot.snapshot_name).exists():
-                self._workflow.delete_files(snapshot.cluster_name, snapshot.snapshot_name)
+            elif snapshot.deleted:
+                deleted.append(snapshot)
+        if deleted:
+            await self._remove_leftovers(deleted)
         return issued
+
+    async def _remove_leftovers(self, deleted: list) -> None:
+        """Files of deleted snapshots still in a repository (a crash lost their delete job):
+        one listing per repository (the default, local, the copy targets, any a deleted
+        snapshot names), then the retried delete job of each snapshot found there."""
+        repositories = self._workflow.repositories
+        urls = {repositories.default.url, LOCAL, *repositories.copy_targets}
+        for snapshot in deleted:
+            urls.update([getattr(snapshot, "repository", None) or LOCAL, *getattr(snapshot, "copies", {})])
+        for url in sorted(urls):
+            try:
+                repository = repositories.get(url)
+                stored = await asyncio.to_thread(repository.stored_snapshots)
+            except Exception as error:  # noqa: BLE001 - the next pass looks again
+                log.warning("scheduler: cannot list %s for leftovers of deleted snapshots: %s", url, error)
+                continue
+            for snapshot in deleted:
+                if (name_key(snapshot.cluster_name), name_key(snapshot.snapshot_name)) in stored:
+                    log.info("scheduler: removing the leftover files of deleted snapshot %s from %s",
+                             snapshot.snapshot_name, url)
+                    self._workflow.delete_files(snapshot.cluster_name, snapshot.snapshot_name,
+                                                repository=repository.url)
 
     def _state(self) -> tuple[list, list]:
         return self._app.all_clusters(), self._app.all_snapshots()

@@ -1,7 +1,8 @@
 """The workflow with an S3 repository (moto's server) and the real SQLite driver: the
 snapshot recorded with its repository, restored from it, a repository that cannot be
-written failing the snapshot and unlocking the cluster, a copy failing cleanly, and the
-snapshot's files and copies removed on delete."""
+written failing the snapshot and unlocking the cluster, a copy failing cleanly, the
+snapshot's files and copies removed on delete, and by the scheduler's next pass when the
+delete job was lost in a crash."""
 
 import asyncio
 import sqlite3
@@ -17,6 +18,7 @@ from services.snapshots.freezing import Freezer
 from services.snapshots.jobs import Jobs
 from services.snapshots.repository import LocalRepository, Repositories
 from services.snapshots.s3_repository import S3Repository
+from services.snapshots.scheduler import Scheduler
 from services.snapshots.threads import ThreadPool
 from services.snapshots.workflow import SnapshotWorkflow
 
@@ -93,3 +95,31 @@ async def test_a_copy_whose_source_is_damaged_fails_and_leaves_nothing_at_the_ta
     [failed] = [e for e in events if type(e).__name__ == "SnapshotCopyFailed"]
     assert "does not match the snapshot's sha256" in failed.reason and failed.target_repository == urls[1]
     assert s3_server.objects(dr) == {} and s3_server.uploads(dr) == []
+
+
+async def test_objects_a_lost_delete_job_left_in_s3_and_in_a_copy_are_removed_by_the_next_scheduler_pass(
+        parts, s3_server):
+    app, workflow, urls, (primary, dr), tmp_path = parts
+    for name in ("nightly-04", "nightly-05"):
+        app.handle(f"c-{name}", CreateSnapshotRequested(cluster_name="dws-one", snapshot_name=name))
+        await workflow.run("dws-one")
+    app.handle("k1", CopySnapshotRequested(cluster_name="dws-one", snapshot_name="nightly-04", target_repository=urls[1]))
+    await workflow.copy("nightly-04", urls[1])
+    # SnapshotDeleted is stored, and the worker dies before its delete job runs (the job
+    # lives in the dead process only): every object stays, in the bucket and in the copy.
+    assert app.handle("d1", DeleteSnapshotRequested(cluster_name="dws-one", snapshot_name="nightly-04")) == "accepted"
+    kept = {k: v for k, v in s3_server.objects(primary).items() if "/nightly-05/" in k}
+    assert len(s3_server.objects(primary)) == 4 and len(s3_server.objects(dr)) == 2
+
+    # The restarted worker, configured without the copy target since: the snapshot's
+    # recorded copies are looked at all the same.
+    staging = tmp_path / "staging-2"
+    restarted = SnapshotWorkflow(app, Freezer({}, ThreadPool(1, "copy"), ThreadPool(1, "control"),
+                                              Jobs(first_delay=0.05, max_delay=0.2), 30),
+                                 Repositories(S3Repository(urls[0], staging), LocalRepository(tmp_path / "snapshots"),
+                                              staging), ThreadPool(2, "store"))
+    scheduler = Scheduler(app, restarted, ThreadPool(1, "store"))
+    assert await scheduler.tick(lambda name: 0) == 0
+    await asyncio.wait_for(restarted.freezer.jobs.wait_idle(), 30)
+    assert s3_server.objects(primary) == kept and s3_server.objects(dr) == {}
+    assert app.get_snapshot("nightly-05").status == "Available"
