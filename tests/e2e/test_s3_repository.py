@@ -2,7 +2,9 @@
 through the real processes and snapshotctl: a PostgreSQL snapshot streamed to a bucket,
 copied to a second bucket, restored by a second service process with a data directory of
 its own (it never saw the files), a corrupted object refused, deletion of every copy, a
-SIGKILL mid-upload leaving no snapshot and no orphaned parts; credentials nowhere."""
+SIGKILL mid-upload leaving no snapshot and no orphaned parts, a SIGKILL while the objects
+of a deleted snapshot are being removed (the restarted service removes them); credentials
+nowhere."""
 
 import time
 import uuid
@@ -14,7 +16,7 @@ from events.kafka import ensure_topics
 from tests.conftest import POSTGRES, postgres_dsn
 from tests.e2e.system import RunningSystem, snapshotctl
 from tests.e2e.test_two_instances import checksum, make_database
-from tests.s3_server import CREDENTIALS
+from tests.s3_server import CREDENTIALS, RefusingProxy
 
 
 def until(check, timeout: float = 60.0, what: str = "the condition"):
@@ -159,3 +161,49 @@ async def test_a_service_killed_mid_upload_leaves_no_snapshot_and_no_orphaned_pa
     assert not upload["Key"].startswith(attempt_dir + "/")
     assert sorted(s3_server.objects(primary)) == [attempt_dir + "/database.pgdump", manifest]
     assert s3_server.objects(primary)[attempt_dir + "/database.pgdump"] == snapshot["size_bytes"]
+
+
+async def test_objects_left_by_a_delete_cut_short_by_sigkill_are_removed_after_the_restart(
+        broker, tmp_path, postgres_database, s3_server):
+    """SnapshotDeleted is stored, the deletion of the objects keeps failing (the S3 endpoint
+    refuses deletions), the service is SIGKILLed: its retried delete job dies with it. The
+    restarted service's scheduler pass finds the objects, in the bucket and in the copy,
+    and removes them."""
+    suffix = uuid.uuid4().hex[:8]
+    primary, dr = s3_server.new_bucket(), s3_server.new_bucket()
+    cluster, database = f"dws-s3d-{suffix[:6]}", f"dws_s3d_{suffix}"
+    with RefusingProxy(s3_server.endpoint) as proxy:
+        system = RunningSystem(broker.bootstrap_servers, tmp_path, event_store="postgres",
+                               postgres_dsn=postgres_dsn(postgres_database), service_id=f"s3d-{suffix}",
+                               commands_topic=f"s3d.commands.{suffix}", events_topic=f"s3d.events.{suffix}",
+                               dlq_topic=f"s3d.dlq.{suffix}", repository=f"s3://{primary}/prod",
+                               copy_targets=f"s3://{dr}/dr", scheduler_interval_seconds="1")
+        system.env.update({**s3_server.env, "AWS_ENDPOINT_URL_S3": proxy.endpoint})
+        try:
+            make_database(database, 20_000)
+            await start(system, cluster, database)
+            for command in (("create", cluster, "s3-del-1", "--wait"),
+                            ("copy", cluster, "s3-del-1", "--to", f"s3://{dr}/dr", "--wait")):
+                done = snapshotctl(*command, env=system.env)
+                assert done.returncode == 0, done.stderr
+            assert len(s3_server.objects(primary)) == 2 and len(s3_server.objects(dr)) == 2
+
+            proxy.refusing.set()
+            deleted = snapshotctl("delete", cluster, "s3-del-1", "--wait", env=system.env)
+            assert deleted.returncode == 0, deleted.stderr
+            until(lambda: proxy.refused >= 3, what="the deletion tried and refused")
+            system.kill("service")
+            assert len(s3_server.objects(primary)) == 2 and len(s3_server.objects(dr)) == 2
+            assert system.get("/snapshots/s3-del-1").status_code == 404 or \
+                system.get("/snapshots/s3-del-1").json()["status"] == "Deleted"
+
+            proxy.refusing.clear()
+            before = len(system.log("service"))
+            system.start_part("service", "service")
+            until(lambda: not s3_server.objects(primary) and not s3_server.objects(dr), timeout=90,
+                  what="the leftover objects removed")
+            assert "removing the leftover files of deleted snapshot s3-del-1" in system.log("service")[before:]
+        finally:
+            system.stop()
+            with psycopg.connect(dbname="postgres", autocommit=True, **POSTGRES) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
