@@ -2,7 +2,8 @@
 moto's S3 server. pg_dump's output is streamed into the multipart upload while a writer
 inserts all along: the cluster is writable again while the dump is still being uploaded,
 and the restored copy holds exactly the rows committed before the freeze. A dump that
-fails after the unlock aborts its upload and leaves nothing in the bucket.
+fails after the unlock, or is cancelled (its partition revoked), aborts its upload and leaves
+nothing in the bucket; the next run of a cancelled one fails it.
 
 To hold the copy at a known point, pg_dump is stopped (SIGSTOP) once it holds its locks,
 as in tests/e2e/test_online_snapshots.py."""
@@ -140,3 +141,28 @@ async def test_an_online_dump_that_fails_after_the_unlock_aborts_its_upload(part
     assert s3_server.uploads(bucket) == [] and s3_server.objects(bucket) == {}
     with psycopg.connect(target, autocommit=True) as db:
         db.execute("INSERT INTO ticks DEFAULT VALUES")
+
+
+async def test_an_online_upload_cancelled_after_the_unlock_is_aborted_and_the_next_run_fails_it(
+        parts, s3_server, target):
+    app, workflow, bucket, _ = parts
+    app.handle("c1", CreateSnapshotRequested(cluster_name=CLUSTER, snapshot_name="online-s3-3", online=True))
+    workflow.start(CLUSTER)
+    pid = await asyncio.to_thread(pause_dump_once_it_holds_its_locks, target)
+    try:
+        while not app.get_cluster(CLUSTER).unlocked:
+            await asyncio.sleep(0.01)
+        assert len(s3_server.uploads(bucket)) == 1
+        assert workflow.cancel_partitions({None}) == 1  # its partition was revoked
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await asyncio.wait_for(workflow.wait_idle(), 120)
+    assert s3_server.uploads(bucket) == [] and s3_server.objects(bucket) == {}
+    assert app.get_snapshot("online-s3-3").status == "Creating"  # nothing recorded: the owner's turn
+
+    await workflow.run(CLUSTER)  # the partition's new owner: the data of that moment is gone
+    await asyncio.wait_for(workflow.freezer.jobs.wait_idle(), 60)
+    snapshot, cluster = app.get_snapshot("online-s3-3"), app.get_cluster(CLUSTER)
+    assert snapshot.status == "Failed" and "interrupted after the cluster was unlocked" in snapshot.failure_reason
+    assert (cluster.status, cluster.task_status) == ("Available", None)
+    assert s3_server.uploads(bucket) == [] and s3_server.objects(bucket) == {}
