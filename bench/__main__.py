@@ -86,6 +86,7 @@ def main() -> None:
         pg_dump.compare(report, dump_gb, Settings().pg_compression)
     if "s3" in only:
         s3_repository.compare(report, dump_gb)
+        s3_repository.online(report, dump_gb)
     report.save()
     plot.latency_png(report)
 

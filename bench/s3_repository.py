@@ -1,7 +1,9 @@
 """What the S3 repository costs: a snapshot of the ~1 GB PostgreSQL database streamed to an
 S3-compatible server (moto's server mode, on this machine, started here) beside a plain
 `pg_dump` to a local file, in the same run; the local disk the snapshot used while it ran
-(none: only one part in memory), and a download of it back (as a restore does)."""
+(none: only one part in memory), and a download of it back (as a restore does). `online`:
+an online snapshot to S3 (the freeze released once pg_dump holds its locks): its
+read-only window beside its whole time."""
 
 import os
 import tempfile
@@ -68,4 +70,30 @@ def compare(report: Report, gigabytes: float) -> None:
                overhead_percent=(ours / baseline - 1) * 100, local_disk_peak_bytes=peak_disk[0],
                peak_rss_growth_bytes=rss_growth, part_size_bytes=DEFAULT_PART_SIZE,
                download_seconds=fetch, downloaded_bytes=downloaded,
+               s3_server="moto server mode on the same 2 cores")
+
+
+def online(report: Report, gigabytes: float) -> None:
+    """An online snapshot streamed to S3: freeze, export, pg_dump until it holds its locks
+    (the read-only window; released there as the workflow does), then the upload."""
+    size = ensure_database(gigabytes)
+    with tempfile.TemporaryDirectory() as tmp, S3Server(Path(tmp) / "moto.log") as server:
+        os.environ.update(server.env)
+        repository = S3Repository(f"s3://{server.new_bucket()}/bench", Path(tmp) / "staging")
+        driver, key, pinned_at = PostgresDriver(), SnapshotKey("bench", "online-1", "a1"), []
+
+        def pinned() -> None:
+            pinned_at.append(time.perf_counter())
+            driver.thaw(TARGET)
+
+        started = time.perf_counter()
+        frozen = driver.freeze(TARGET)
+        try:
+            files = repository.source(frozen, key).copy_online(repository.directory(key), threading.Event(), pinned)
+        finally:
+            frozen.release()
+            frozen.cleanup()
+        total = time.perf_counter() - started
+    report.add("postgres_online_snapshot_to_s3", database_bytes=size, dump_bytes=files.size_bytes,
+               seconds=total, read_only_seconds=pinned_at[0] - started if pinned_at else total,
                s3_server="moto server mode on the same 2 cores")
