@@ -79,7 +79,7 @@ def dump_online(args: list[str], password: str | None, timeout: float, export: S
             on_poll()
 
     stream_tool([*args, f"--snapshot={export.snapshot_id}"], env, timeout, write or _no_output,
-                cancel, polled, poll_seconds=POLL_SECONDS / 10)
+                cancel, polled, lambda: POLL_SECONDS if watch.done else POLL_SECONDS / 10)
 
 
 class LockWatch:

@@ -100,11 +100,12 @@ def _stop(process: subprocess.Popen) -> None:
 
 def stream_tool(args: list[str], env: dict[str, str], timeout: float, write: Callable[[bytes], None],
                 cancel: threading.Event | None = None, on_poll: Callable[[], None] | None = None,
-                poll_seconds: float = POLL_SECONDS) -> None:
+                poll_seconds: float | Callable[[], float] = POLL_SECONDS) -> None:
     """Run a tool that writes its output to stdout, handing each block to `write` as it
     comes (nothing of it is kept on disk); same errors as `run_tool`. If `write` or
     `on_poll` raises, the tool is stopped and the error goes on. `on_poll` is called at
-    least every `poll_seconds` while the tool runs. The tool dies with this process."""
+    least every `poll_seconds` (a number, or a function asked at each wait) while the tool
+    runs. The tool dies with this process."""
     with tempfile.TemporaryFile() as errors:
         try:
             process = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -115,7 +116,8 @@ def stream_tool(args: list[str], env: dict[str, str], timeout: float, write: Cal
         with process:
             try:
                 while True:
-                    ready, _, _ = select.select([process.stdout], [], [], poll_seconds)
+                    wait = poll_seconds() if callable(poll_seconds) else poll_seconds
+                    ready, _, _ = select.select([process.stdout], [], [], wait)
                     if ready:
                         block = os.read(process.stdout.fileno(), STREAM_BLOCK_BYTES)
                         if not block:
