@@ -21,6 +21,7 @@ from services.snapshots.rules import (ClusterNotReady, InvalidCommand, InvalidPo
                                       SnapshotInProgress, SnapshotNotAvailable, SnapshotNotCreating,
                                       check_cluster_name,
                                       check_description, check_no_secret, check_snapshot_name)
+from services.snapshots.targets import TargetNotAllowed
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "urn:dws-snapshots")
 
@@ -383,6 +384,8 @@ class Snapshot(CausedByCommand):
                 f"snapshot {self.snapshot_name!r} is {self.status}; only an Available one can be copied")
         if self.copies.get(target_repository):
             raise SnapshotBusy(f"snapshot {self.snapshot_name!r} is being copied to {target_repository} already")
+        if target_repository in self.copies:  # a failed copy again would delete the good one
+            raise TargetNotAllowed(f"snapshot {self.snapshot_name!r} is kept in {target_repository} already")
         self._start_copy(cluster_name=self.cluster_name, snapshot_name=self.snapshot_name,
                          target_repository=target_repository, command_id=command_id)
 

@@ -51,6 +51,9 @@ def test_copies_go_only_to_listed_targets_other_than_the_snapshots_own_repositor
     app.complete_copy("nightly-01", DR, 10)
     snapshot = app.get_snapshot("nightly-01")
     assert snapshot.copying == [] and snapshot.copies == {DR: ""}
+    # Copied already: a second copy that failed would remove the good one's files.
+    assert copy(app, "k3", DR) == "rejected"
+    assert codes(app)[-1] == "target_not_allowed" and "already" in rejected(app)[-1].reason
     assert app.handle("d2", DeleteSnapshotRequested(cluster_name="dws-prod-1", snapshot_name="nightly-01")) == "accepted"
 
 
