@@ -130,6 +130,9 @@ def stream_tool(args: list[str], env: dict[str, str], timeout: float, write: Cal
                     if time.monotonic() >= deadline:
                         raise DriverError(f"{args[0]} timed out after {timeout:g} s")
                 process.wait(timeout=max(deadline - time.monotonic(), POLL_SECONDS))
+            except subprocess.TimeoutExpired:  # closed its output but went on running
+                _stop(process)
+                raise DriverError(f"{args[0]} timed out after {timeout:g} s") from None
             except BaseException:
                 _stop(process)
                 raise
