@@ -179,8 +179,8 @@ class S3Repository:
 
     def _snapshot_key(self, object_key: str) -> SnapshotKey | None:
         relative = object_key[len(self.prefix) + 1:] if self.prefix else object_key
-        parts = relative.split("/")
-        return SnapshotKey(*parts[:3]) if len(parts) == 4 else None
+        parts = relative.split("/")  # <cluster>/<snapshot>[/<attempt>]/<file>: no attempt
+        return SnapshotKey(*parts[:-1]) if len(parts) in (3, 4) else None  # for older snapshots
 
     def list(self) -> list[SnapshotKey]:
         try:
@@ -202,12 +202,19 @@ class S3Repository:
             found.extend(page.get("Uploads", []))
         return found
 
-    def delete(self, key: SnapshotKey) -> None:
-        prefix = self.prefix_of(key)
+    def abort_uploads_of(self, key: SnapshotKey) -> None:
+        """Abort the unfinished uploads under the key (a snapshot's: every attempt's)."""
         try:
             for upload in self.uploads(key):
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
                                                    UploadId=upload["UploadId"])
+        except S3_ERRORS as error:
+            raise RepositoryError(_reason(error)) from error
+
+    def delete(self, key: SnapshotKey) -> None:
+        prefix = self.prefix_of(key)
+        self.abort_uploads_of(key)
+        try:
             keys = list(self._keys(prefix))
             for start in range(0, len(keys), 1000):
                 self.client.delete_objects(Bucket=self.bucket, Delete={
@@ -299,10 +306,7 @@ class _CopyToS3:
 
     def _abort_earlier_uploads(self) -> None:
         """Uploads of this snapshot's earlier attempts, if a process died writing them."""
-        repository, key = self._repository, self._key
-        for upload in repository.uploads(SnapshotKey(key.cluster_name, key.snapshot_name)):
-            repository.client.abort_multipart_upload(Bucket=repository.bucket, Key=upload["Key"],
-                                                     UploadId=upload["UploadId"])
+        self._repository.abort_uploads_of(SnapshotKey(self._key.cluster_name, self._key.snapshot_name))
 
     def release(self) -> None:
         self._frozen.release()

@@ -13,7 +13,8 @@ import pytest
 from services.snapshots.demo import create_demo_warehouse
 from services.snapshots.drivers import CopyCancelled, DriverError, SQLiteDriver
 from services.snapshots.drivers.postgres import PostgresDriver
-from services.snapshots.repository import LocalRepository, Repositories, RepositoryError, SnapshotKey
+from services.snapshots.repository import (LocalRepository, Repositories, RepositoryError, SnapshotKey,
+                                            copy_snapshot)
 from services.snapshots.s3_repository import S3Repository
 from tests.conftest import POSTGRES, postgres_dsn
 from tests.integration.postgres_warehouse import create_sample_tables
@@ -148,13 +149,15 @@ def test_a_cancelled_stream_aborts_its_upload_and_leaves_nothing(s3_server, buck
 def test_uploads_of_no_running_workflow_are_aborted_and_others_kept(s3_server, bucket, repository):
     client = s3_server.client()
     for path in ("team-a/dws-one/gone-01/f1/database.pgdump", "team-a/dws-two/busy-01/f2/database.pgdump",
-                 "other-team/dws-one/gone-01/f1/database.pgdump"):
+                 "other-team/dws-one/gone-01/f1/database.pgdump",
+                 "team-a/dws-two/older-01/cluster.sqlite"):  # a copy of a snapshot from before attempts
         upload = client.create_multipart_upload(Bucket=bucket, Key=path)
         client.upload_part(Bucket=bucket, Key=path, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 100)
 
-    assert repository.abort_uploads(lambda: {("dws-two", "busy-01")}) == 1
+    assert repository.abort_uploads(lambda: {("dws-two", "busy-01"), ("dws-two", "older-01")}) == 1
     assert sorted(u["Key"] for u in s3_server.uploads(bucket)) == [
-        "other-team/dws-one/gone-01/f1/database.pgdump", "team-a/dws-two/busy-01/f2/database.pgdump"]
+        "other-team/dws-one/gone-01/f1/database.pgdump", "team-a/dws-two/busy-01/f2/database.pgdump",
+        "team-a/dws-two/older-01/cluster.sqlite"]
 
 
 def test_delete_removes_every_attempt_and_unfinished_upload(s3_server, bucket, repository, warehouse, tmp_path):
@@ -179,3 +182,14 @@ def test_repository_urls_and_the_local_default(tmp_path):
     with pytest.raises(RepositoryError, match="not a repository URL"):
         repositories.get("s3://user:secret@host/bucket")
     assert local.directory(SnapshotKey("DWS-One", "Nightly", "a1")) == tmp_path / "snapshots" / "dws-one" / "nightly" / "a1"
+
+
+def test_a_snapshot_from_before_attempts_copied_to_s3_is_listed_and_deleted(s3_server, bucket, repository,
+                                                                             warehouse, tmp_path):
+    local = LocalRepository(tmp_path / "snapshots")
+    key = SnapshotKey("dws-one", "old-01")  # its files in the snapshot's directory itself
+    files = snapshot(local, SQLiteDriver(tmp_path / "clusters"), str(warehouse), key)
+    assert copy_snapshot(local, repository, key, files.sha256) == files.size_bytes
+    assert repository.list() == [key]
+    repository.delete(key)
+    assert s3_server.objects(bucket) == {}
