@@ -277,15 +277,28 @@ class SnapshotsApplication(Application):
         snapshot.fail_restore(reason[:1000])
         self.save(snapshot)
 
-    def complete_copy(self, snapshot_name: str, target: str, size_bytes: int) -> None:
-        snapshot = self.get_snapshot(snapshot_name)
-        snapshot.complete_copy(target, size_bytes)
-        self.save(snapshot)
+    def complete_copy(self, snapshot_name: str, target: str, size_bytes: int,
+                      command_id: str | None = None) -> bool:
+        """Record a copy's outcome; False (nothing recorded) when the snapshot is no longer
+        being copied to `target` by that command (`command_id`, if given): a stale copy."""
+        snapshot = self._copying(snapshot_name, target, command_id)
+        if snapshot is not None:
+            snapshot.complete_copy(target, size_bytes)
+            self.save(snapshot)
+        return snapshot is not None
 
-    def fail_copy(self, snapshot_name: str, target: str, reason: str) -> None:
+    def fail_copy(self, snapshot_name: str, target: str, reason: str, command_id: str | None = None) -> bool:
+        """As `complete_copy`, for SnapshotCopyFailed."""
+        snapshot = self._copying(snapshot_name, target, command_id)
+        if snapshot is not None:
+            snapshot.fail_copy(target, reason[:1000])
+            self.save(snapshot)
+        return snapshot is not None
+
+    def _copying(self, snapshot_name: str, target: str, command_id: str | None) -> Snapshot | None:
         snapshot = self.get_snapshot(snapshot_name)
-        snapshot.fail_copy(target, reason[:1000])
-        self.save(snapshot)
+        running = snapshot.copies.get(target)
+        return snapshot if running and command_id in (None, running) else None
 
     def snapshots_copying(self) -> Iterator[Snapshot]:
         """Snapshots with a copy left running by an interrupted worker (read at start-up)."""

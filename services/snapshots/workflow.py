@@ -195,6 +195,7 @@ class SnapshotWorkflow:
         if target not in snapshot.copying:
             return
         key, cancel = SnapshotKey(snapshot.cluster_name, snapshot.snapshot_name, snapshot.attempt), threading.Event()
+        command_id = snapshot.copies[target]  # the outcome is recorded only for this copy
         source, destination = self.repositories.get(snapshot.repository), self.repositories.get(target)
         try:
             size = await asyncio.to_thread(copy_snapshot, source, destination, key, snapshot.sha256, cancel)
@@ -203,10 +204,11 @@ class SnapshotWorkflow:
             raise
         except Exception as error:  # noqa: BLE001 - reported as SnapshotCopyFailed
             log.warning("copy of %s to %s failed: %s", snapshot_name, target, _reason(error))
-            self.delete_files(snapshot.cluster_name, snapshot.snapshot_name, snapshot.attempt, target)
-            await self._store.run(self._app.fail_copy, snapshot_name, target, _reason(error))
+            if await self._store.run(self._app.fail_copy, snapshot_name, target, _reason(error), command_id):
+                self.delete_files(snapshot.cluster_name, snapshot.snapshot_name, snapshot.attempt, target)
             return
-        await self._store.run(self._app.complete_copy, snapshot_name, target, size)
+        if not await self._store.run(self._app.complete_copy, snapshot_name, target, size, command_id):
+            log.info("copy of %s to %s is stale: its outcome was recorded by another worker", snapshot_name, target)
 
     async def run(self, cluster_name: str) -> None:
         cluster = await self._store.run(self._app.get_cluster, cluster_name)

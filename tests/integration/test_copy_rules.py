@@ -78,3 +78,19 @@ def test_a_snapshot_being_copied_expires_once_the_copy_has_ended(app):
     assert not app.get_snapshot("nightly-02").is_expired(later)
     app.complete_copy("nightly-02", DR, 10)
     assert app.get_snapshot("nightly-02").is_expired(later)
+
+
+def test_a_stale_copys_outcome_is_not_recorded(app):
+    """A worker that kept copying after another recorded the outcome (or after a new copy
+    began) records nothing: its failure must not remove a copy that succeeded."""
+    app.complete_snapshot("dws-prod-1", "nightly-01", 10, None, "ab" * 32, "a1", "local")
+    assert copy(app, "k1", DR) == "accepted"
+    first = app.get_snapshot("nightly-01").copies[DR]
+    assert app.fail_copy("nightly-01", DR, "S3: timeout", first)
+    assert copy(app, "k2", DR) == "accepted"
+    assert not app.fail_copy("nightly-01", DR, "S3: timeout", first)  # the first copy's worker, late
+    assert not app.complete_copy("nightly-01", DR, 10, first)
+    assert app.get_snapshot("nightly-01").copying == [DR]
+    assert app.complete_copy("nightly-01", DR, 10, app.get_snapshot("nightly-01").copies[DR])
+    assert not app.fail_copy("nightly-01", DR, "S3: timeout")
+    assert app.get_snapshot("nightly-01").copies == {DR: ""}
