@@ -240,7 +240,7 @@ class SnapshotWorkflow:
             return "failed"
         if cluster.unlocked:
             return await self._end_interrupted_online(driver, cluster)
-        frozen, frozen_at, cancel = None, None, threading.Event()
+        frozen, frozen_at, cancel, released = None, None, threading.Event(), asyncio.Event()
         self._cancels[name_key(cluster_name)] = cancel  # before the read: no cancel falls between
         snapshot = await self._store.run(self._app.get_snapshot, snapshot_name)
         try:
@@ -254,14 +254,13 @@ class SnapshotWorkflow:
             source, directory = repository.source(frozen, key), repository.directory(key)
             progress = await self._reporter(cluster_name, snapshot)
             if cluster.online:
-                outcome, released = await self._copy_online(driver, cluster, source, frozen, frozen_at,
-                                                            directory, cancel, progress)
-                frozen_at = None if released else frozen_at
+                outcome = await self._copy_online(driver, cluster, source, frozen, frozen_at, directory,
+                                                  cancel, released, progress)
             else:
                 outcome = await self.freezer.copy(source, directory, cancel, progress=progress)
         except (asyncio.CancelledError, IntegrityError):
             cancel.set()
-            await self._release(driver, cluster.target, frozen, frozen_at)
+            await self._release(driver, cluster.target, frozen, None if released.is_set() else frozen_at)
             raise
         except Exception as error:  # noqa: BLE001 - any failure must still unlock the cluster
             outcome = _reason(error)
@@ -273,7 +272,8 @@ class SnapshotWorkflow:
             await asyncio.shield(self.freezer.abandon(frozen))
             self.delete_files(cluster_name, snapshot_name, attempt, self.repositories.default.url)
             return "stale"
-        await self._release(driver, cluster.target, frozen, frozen_at)
+        # The read-only time is counted once: at the online copy's release, if it came.
+        await self._release(driver, cluster.target, frozen, None if released.is_set() else frozen_at)
         if cluster.online:  # online: ClusterUnlocked always comes before the outcome
             await self._store.run(self._app.unlock_online, cluster_name, snapshot_name)
         if await self._store.run(self._app.cancel_requested, snapshot_name):
@@ -281,25 +281,24 @@ class SnapshotWorkflow:
         return await self._record(cluster_name, snapshot_name, attempt, outcome)
 
     async def _copy_online(self, driver, cluster, source, frozen, frozen_at: float, directory: Path,
-                           cancel: threading.Event, progress=None) -> tuple[object, bool]:
-        """An online copy: once the driver has pinned the copy's data, release the freeze and
-        record ClusterUnlocked while the copy goes on. Returns (the copy's outcome, released)."""
+                           cancel: threading.Event, released: asyncio.Event, progress=None):
+        """An online copy: once the driver has pinned the copy's data, release the freeze (and
+        set `released`) and record ClusterUnlocked while the copy goes on; the copy's outcome."""
         if not hasattr(source, "copy_online"):
             raise DriverError(f"this driver cannot take an online snapshot into {self.repositories.default.url}")
         loop, pinned = asyncio.get_running_loop(), asyncio.Event()
         copy = asyncio.ensure_future(self.freezer.copy(
             source, directory, cancel, lambda: loop.call_soon_threadsafe(pinned.set), progress))
         waiter = asyncio.ensure_future(pinned.wait())
-        released = False
         try:
             await asyncio.wait([copy, waiter], return_when=asyncio.FIRST_COMPLETED)
             if pinned.is_set():
                 await self._release(driver, cluster.target, frozen, frozen_at, clean_up=False)
-                released = True
+                released.set()
                 await self._store.run(self._app.unlock_online, cluster.cluster_name, cluster.snapshot_name)
                 log.info("snapshot %s of %s: unlocked after %.3f s; the copy goes on",
                          cluster.snapshot_name, cluster.cluster_name, time.monotonic() - frozen_at)
-            return await copy, released
+            return await copy
         except BaseException:
             cancel.set()
             copy.cancel()

@@ -11,6 +11,7 @@ from events.commands import CreateSnapshotRequested, RegisterCluster
 from services.snapshots.application import SnapshotsApplication
 from services.snapshots.drivers import DriverError, SnapshotFiles
 from services.snapshots.drivers.base import CopyCancelled
+from services.snapshots import metrics
 from services.snapshots.freezing import Freezer
 from services.snapshots.jobs import Jobs
 from services.snapshots.repository import LocalRepository, Repositories
@@ -21,9 +22,10 @@ from services.snapshots.workflow import SnapshotWorkflow
 class OnlineFake:
     name = "postgres"
 
-    def __init__(self, app, fail_before_pinned=False, hold_after_pinned=False):
+    def __init__(self, app, fail_before_pinned=False, hold_after_pinned=False, fail_after_pinned=False):
         self.app, self.frozen, self.log = app, False, []
         self.fail_before_pinned, self.hold_after_pinned = fail_before_pinned, hold_after_pinned
+        self.fail_after_pinned = fail_after_pinned
         self.go_on = threading.Event()
 
     def freeze(self, target):
@@ -53,6 +55,8 @@ class OnlineFrozen:
         self.driver.log.append("pinned")
         if self.driver.hold_after_pinned and cancel.wait(30):
             raise CopyCancelled("the copy was cancelled")
+        if self.driver.fail_after_pinned:
+            raise DriverError("pg_dump failed: the server went away")
         self.driver.go_on.wait(30)
         cluster = self.driver.app.get_cluster("dws-pg")
         self.driver.log.append(f"copied ({cluster.status}, unlocked={cluster.unlocked})")
@@ -169,3 +173,22 @@ async def test_an_online_snapshot_through_a_source_without_an_online_copy_fails_
     assert stored(app)[-3:] == ["ClusterUnlocked", "SnapshotFailed", "SnapshotTaskEnded"]
     assert "this driver cannot take an online snapshot" in app.get_snapshot("online-1").failure_reason
     assert not driver.frozen and app.get_cluster("dws-pg").task_status is None
+
+
+def read_only_count() -> float:
+    return sum(sample.value for metric in metrics.READ_ONLY_SECONDS.collect() for sample in metric.samples
+               if sample.name.endswith("_count") and sample.labels == {"driver": "postgres"})
+
+
+async def test_the_read_only_time_of_an_online_snapshot_is_counted_once_whatever_its_end(tmp_path):
+    """At the release after the pin, not again (for the whole copy) when the copy then fails."""
+    for options in ({}, {"fail_after_pinned": True}):
+        app = online_request()
+        driver = OnlineFake(app, **options)
+        driver.go_on.set()
+        before = read_only_count()
+        flow = workflow(app, driver, tmp_path)
+        flow.start("dws-pg")
+        await flow.wait_idle()
+        assert stored(app)[-3:-1] == ["ClusterUnlocked", "SnapshotFailed" if options else "SnapshotCompleted"]
+        assert read_only_count() == before + 1
