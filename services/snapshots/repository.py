@@ -231,7 +231,9 @@ def normalized_url(url: str) -> str:
     if url == LOCAL:
         return url
     if not url.startswith("s3://") or not url[5:].split("/", 1)[0] or any(c in url for c in "?#@ \\"):
-        raise RepositoryError(f"{url[:200]!r} is not a repository URL: `local` or s3://bucket/prefix")
+        # The URL is not quoted: what makes it wrong may be a credential (user:key@, ?key=).
+        raise RepositoryError("not a repository URL: `local` or s3://bucket/prefix, with no user, "
+                              "query or fragment (credentials come from the AWS SDK's configuration)")
     return url.rstrip("/")
 
 

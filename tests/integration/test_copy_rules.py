@@ -7,7 +7,7 @@ import pytest
 from events.commands import CopySnapshotRequested, CreateSnapshotRequested, DeleteSnapshotRequested, RegisterCluster
 from services.snapshots import bootstrap
 from services.snapshots.settings import Settings
-from tests.integration.test_application import rejected
+from tests.integration.test_application import rejected, store_bytes
 
 PRIMARY, DR = "s3://primary/prod", "s3://dr-bucket/dr"
 
@@ -94,3 +94,11 @@ def test_a_stale_copys_outcome_is_not_recorded(app):
     assert app.complete_copy("nightly-01", DR, 10, app.get_snapshot("nightly-01").copies[DR])
     assert not app.fail_copy("nightly-01", DR, "S3: timeout")
     assert app.get_snapshot("nightly-01").copies == {DR: ""}
+
+
+def test_credentials_in_a_copy_target_are_refused_and_never_stored(app, tmp_path):
+    app.complete_snapshot("dws-prod-1", "nightly-01", 10, None, "ab" * 32, "a1", "local")
+    assert copy(app, "s1", "s3://AKIAEXAMPLE:wJalrXUtnFEMIK7MDENG@dr-bucket/dr") == "rejected"
+    assert copy(app, "s2", "s3://dr-bucket/dr?aws_secret_access_key=wJalrXUtnFEMIK7MDENG") == "rejected"
+    assert codes(app) == ["secret_in_command", "target_not_allowed"]
+    assert b"wJalrXUtnFEMIK7MDENG" not in store_bytes(tmp_path)
