@@ -25,8 +25,8 @@ from services.snapshots.domain import (Cluster, CommandContext, CommandRecord, S
 from services.snapshots.clock import Clock
 from services.snapshots.group_commit import GroupCommit
 from services.snapshots.handlers import COMMAND_HANDLERS, INTERNAL_COMMAND_HANDLERS
-from services.snapshots.rules import CommandNotAccepted, SecretInCommand, UnknownCluster, UnknownSnapshot
-from services.snapshots.repository import RepositoryError, normalized_url
+from services.snapshots.rules import CommandNotAccepted, UnknownCluster, UnknownSnapshot
+from services.snapshots.repository import check_repository_url, normalized_url
 from services.snapshots.targets import AllowedTargets, TargetNotAllowed, check_target
 
 
@@ -93,13 +93,7 @@ class SnapshotsApplication(Application):
     def check_copy_target(self, url: str, source: str) -> str:
         """The normalized URL of a copy target listed in SNAPSHOT_COPY_TARGETS, other than
         the snapshot's own repository; TargetNotAllowed otherwise."""
-        if "@" in url.partition("://")[2].partition("/")[0]:
-            raise SecretInCommand("a repository URL must not carry credentials: the service takes "
-                                  "them from the AWS SDK's configuration")
-        try:
-            target = normalized_url(url)
-        except RepositoryError as error:
-            raise TargetNotAllowed(str(error)) from None
+        target = check_repository_url(url)
         if target not in self._copy_targets:
             raise TargetNotAllowed(f"{target[:200]!r} is not one of this service's copy targets "
                                    "(SNAPSHOT_COPY_TARGETS)")

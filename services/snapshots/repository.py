@@ -225,6 +225,22 @@ class Repositories:
             return False
 
 
+def check_repository_url(url: str) -> str:
+    """A repository URL a command names, normalized: `secret_in_command` if it carries a user
+    part (credentials come from the AWS SDK's configuration), else `target_not_allowed`
+    unless it is `local` or s3://bucket/prefix. The API and the application both check."""
+    from services.snapshots.rules import SecretInCommand
+    from services.snapshots.targets import TargetNotAllowed
+
+    if "@" in url.partition("://")[2].partition("/")[0]:
+        raise SecretInCommand("a repository URL must not carry credentials: the service takes "
+                              "them from the AWS SDK's configuration")
+    try:
+        return normalized_url(url)
+    except RepositoryError as error:
+        raise TargetNotAllowed(str(error)) from None
+
+
 def normalized_url(url: str) -> str:
     """`local`, or `s3://bucket/prefix` without a trailing slash; RepositoryError otherwise."""
     url = url.strip()

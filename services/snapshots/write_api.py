@@ -21,6 +21,7 @@ from events.codec import command_envelope
 from events.vocabulary import DriverName, RejectionCode, SnapshotType
 from services.snapshots import auth, views
 from services.snapshots.policies import check_policy, check_retention
+from services.snapshots.repository import check_repository_url
 from services.snapshots.rules import (CommandNotAccepted, check_cluster_name, check_description,
                                       check_snapshot_name)
 from services.snapshots.targets import AllowedTargets, check_target
@@ -113,7 +114,8 @@ def command_routes(engine: Engine, send, allowed: AllowedTargets) -> APIRouter:
     async def copy_snapshot(name: str, body: NewCopy, response: Response,
                             actor: TokenInfo = Depends(auth.require(Role.OPERATOR)),
                             idempotency_key: str | None = Header(None, max_length=256)) -> dict:
-        snapshot = _snapshot(engine, name)  # the service checks the target (target_not_allowed)
+        _check(lambda: check_repository_url(body.target_repository))  # no key reaches the bus
+        snapshot = _snapshot(engine, name)  # the service checks the copy targets (target_not_allowed)
         command = c.CopySnapshotRequested(cluster_name=snapshot["cluster_name"], snapshot_name=snapshot["name"],
                                           target_repository=body.target_repository)
         return await publish(command, actor, idempotency_key, response)

@@ -19,6 +19,7 @@ ENDPOINTS = [  # (method, path, body, the least role that may)
     ("POST", "/snapshots", {"cluster_name": "dws-e2e", "snapshot_name": "x"}, "operator"),
     ("DELETE", "/snapshots/no-such-one", None, "operator"),
     ("POST", "/snapshots/no-such-one/restore", {"target_cluster_name": "dws-copy-x"}, "operator"),
+    ("POST", "/snapshots/no-such-one/copy", {"target_repository": "s3://dr/x"}, "operator"),
     ("POST", "/clusters", {"cluster_name": "dws-x", "driver": "sqlite", "target": "/nope"}, "admin"),
 ]
 ROLES = ("viewer", "operator", "admin")
@@ -91,6 +92,17 @@ def test_the_same_idempotency_key_is_one_command_and_another_payload_is_refused(
 def test_a_request_the_api_can_judge_is_answered_422_with_the_rejection_code(system, tokens, body, code):
     answer = system.request("POST", "/snapshots", token=tokens["operator"], json=body)
     assert (answer.status_code, answer.json()["code"]) == (422, code)
+
+
+@pytest.mark.parametrize("target, code", [
+    ("s3://AKIAEXAMPLE:wJalrXUtnFEMIK7MDENG@dr-bucket/dr", "secret_in_command"),
+    ("s3://dr-bucket/dr?aws_secret_access_key=wJalrXUtnFEMIK7MDENG", "target_not_allowed"),
+])
+def test_a_copy_target_with_credentials_is_refused_before_it_reaches_the_bus(system, tokens, target, code):
+    answer = system.request("POST", "/snapshots/any-snapshot/copy", token=tokens["operator"],
+                            json={"target_repository": target})
+    assert (answer.status_code, answer.json()["code"]) == (422, code)
+    assert "wJalrXUtnFEMIK7MDENG" not in answer.json()["reason"]
 
 
 @pytest.mark.parametrize("driver, target, code", [
