@@ -24,6 +24,7 @@ import pytest
 from events.kafka import ensure_topics
 from tests.conftest import POSTGRES, postgres_dsn
 from tests.e2e.system import ROOT, RunningSystem, snapshotctl
+from tests.integration.test_postgres_online import dump_locks
 
 TABLES = 2  # ticks, facts
 
@@ -75,14 +76,6 @@ class Writer(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join(10)
-
-
-def dump_locks(target: str) -> int:
-    with psycopg.connect(target, autocommit=True) as db:
-        return db.execute("SELECT count(DISTINCT l.relation) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-                          "JOIN pg_class c ON c.oid = l.relation WHERE a.application_name LIKE 'dws-snapshot-%%' "
-                          "AND l.mode = 'AccessShareLock' AND l.granted AND c.relkind = 'r' "
-                          "AND c.relnamespace = 'public'::regnamespace").fetchone()[0]
 
 
 def online_pg_dump(database: str) -> int | None:
