@@ -28,6 +28,7 @@ from typing import BinaryIO, Protocol
 
 from events.vocabulary import name_key
 from services.snapshots.drivers.base import MANIFEST, CopyCancelled, DriverError, FrozenCluster
+from services.snapshots.staging import Staging
 
 LOCAL = "local"
 CHUNK_BYTES = 1 << 20
@@ -181,11 +182,12 @@ class Repositories:
     """The repository snapshots are written to (`SNAPSHOT_REPOSITORY`), the copy targets
     (`SNAPSHOT_COPY_TARGETS`), and any repository a recorded snapshot names."""
 
-    def __init__(self, default: Repository, local: LocalRepository, staging: Path,
+    def __init__(self, default: Repository, local: LocalRepository, staging: Path | Staging,
                  copy_targets: tuple[str, ...] = (), s3_options: dict | None = None):
         self.default = default
         self._by_url: dict[str, Repository] = {LOCAL: local, default.url: default}
-        self._staging = staging
+        #: Where S3 repositories stage files: this process's own directory (staging.py).
+        self.staging = staging if isinstance(staging, Staging) else Staging(staging)
         self.copy_targets = tuple(normalized_url(url) for url in copy_targets)
         self._s3_options = s3_options or {}
         self._lock = threading.Lock()
@@ -198,7 +200,7 @@ class Repositories:
     @classmethod
     def from_settings(cls, settings) -> "Repositories":
         local = LocalRepository(settings.snapshot_repository)
-        staging = settings.data_dir / "staging"
+        staging = Staging(settings.data_dir / "staging")
         options = {"addressing_style": settings.s3_addressing_style,
                    "part_size": settings.s3_part_size_bytes}
         url = normalized_url(settings.repository)
@@ -215,7 +217,7 @@ class Repositories:
         url = normalized_url(url or LOCAL)
         with self._lock:
             if url not in self._by_url:
-                self._by_url[url] = open_s3(url, self._staging, self._s3_options)
+                self._by_url[url] = open_s3(url, self.staging, self._s3_options)
             return self._by_url[url]
 
     def allows_copy_to(self, url: str) -> bool:
@@ -253,7 +255,7 @@ def normalized_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def open_s3(url: str, staging: Path, options: dict) -> Repository:
+def open_s3(url: str, staging: Path | Staging, options: dict) -> Repository:
     from services.snapshots.s3_repository import S3Repository
 
     return S3Repository(url, staging, **options)

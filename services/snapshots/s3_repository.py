@@ -36,6 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from services.snapshots.drivers.base import MANIFEST, FrozenCluster, Progress, SnapshotFiles
 from services.snapshots.repository import CHUNK_BYTES, RepositoryError, SnapshotKey, check_cancel, manifest_bytes
+from services.snapshots.staging import Staging
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +89,20 @@ class MultipartUpload:
 
 
 class S3Repository:
-    def __init__(self, url: str, staging: Path, addressing_style: str = "auto",
+    def __init__(self, url: str, staging: Path | Staging, addressing_style: str = "auto",
                  part_size: int = DEFAULT_PART_SIZE):
         self.url = url
         self.bucket, _, prefix = url[len("s3://"):].partition("/")
         self.prefix = prefix.strip("/")
-        self._staging = staging
+        #: A Path (tests), or this process's own directory under the data directory's staging.
+        self._staging_at = staging
         self._part_size = part_size
         self.client = boto3.session.Session().client("s3", config=Config(
             s3={"addressing_style": addressing_style}, retries={"mode": "standard", "max_attempts": 5}))
+
+    @property
+    def _staging(self) -> Path:
+        return self._staging_at.path() if isinstance(self._staging_at, Staging) else self._staging_at
 
     def object_key(self, key: SnapshotKey, name: str = "") -> str:
         return "/".join(p for p in (self.prefix, key.path, name) if p)

@@ -113,6 +113,7 @@ class SnapshotWorkflow:
         owns (`owns(name)` gives the owning partition, or None); returns how many."""
         clusters, restoring = await self._store.run(self._unfinished)
         self.freezer.jobs.retry_until_done("abort-orphaned-uploads", self.abort_orphaned_uploads)
+        self.freezer.jobs.retry_until_done("sweep-staging", self.sweep_staging)
         resumed = 0
         for cluster in clusters:
             if (partition := owns(cluster.cluster_name)) is not None and not self.is_running(cluster.cluster_name):
@@ -182,6 +183,10 @@ class SnapshotWorkflow:
         for repository in {self.repositories.default, *map(self.repositories.get, self.repositories.copy_targets)}:
             if aborted := await asyncio.to_thread(repository.abort_uploads, self._writers):
                 log.info("aborted %d unfinished uploads in %s", aborted, repository.url)
+
+    async def sweep_staging(self) -> None:
+        """Remove what processes that died left in the staging directory (staging.py)."""
+        await asyncio.to_thread(self.repositories.staging.sweep)
 
     def _writers(self) -> set[tuple[str, str]]:
         """The snapshots being written: created, or copied to another repository."""
