@@ -40,12 +40,12 @@ def run_tool(args: list[str], env: dict[str, str], timeout: float,
     return finish_tool(start_tool(args, env), args, timeout, cancel, on_poll)
 
 
-def start_tool(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+def start_tool(args: list[str], env: dict[str, str], stderr=subprocess.PIPE, text: bool = True) -> subprocess.Popen:
     """Start a tool that dies with this process (PR_SET_PDEATHSIG), even by SIGKILL: no
     orphaned pg_dump goes on writing into an attempt's directory after a crash."""
     try:
         return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent())
+                                stderr=stderr, text=text, preexec_fn=die_with_parent())
     except OSError as error:
         raise DriverError(f"{args[0]} could not run: {error}") from error
 
@@ -107,11 +107,7 @@ def stream_tool(args: list[str], env: dict[str, str], timeout: float, write: Cal
     least every `poll_seconds` (a number, or a function asked at each wait) while the tool
     runs. The tool dies with this process."""
     with tempfile.TemporaryFile() as errors:
-        try:
-            process = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=errors, preexec_fn=die_with_parent())
-        except OSError as error:
-            raise DriverError(f"{args[0]} could not run: {error}") from error
+        process = start_tool(args, env, stderr=errors, text=False)
         deadline = time.monotonic() + timeout
         with process:
             try:
