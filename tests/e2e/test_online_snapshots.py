@@ -85,7 +85,7 @@ def online_pg_dump(database: str) -> int | None:
         except OSError:
             continue
         if args[0].endswith(b"pg_dump") and any(a.startswith(b"--snapshot=") for a in args) \
-                and any(a.endswith(database.encode()) for a in args):
+                and any(a.startswith(b"--dbname=") and database.encode() in a for a in args):
             return int(cmdline.parent.name)
     return None
 

@@ -6,6 +6,7 @@ import threading
 import uuid
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 import pytest
 
 from services.snapshots.drivers import CopyCancelled, DriverError
@@ -132,3 +133,23 @@ def test_postgres_going_away_during_an_online_copy_fails_it_without_a_partial_fi
     with psycopg.connect(target, autocommit=True) as db:
         db.execute("INSERT INTO facts VALUES (0, 'writable')")
         assert db.execute("SELECT count(*) FROM pg_trigger WHERE tgname = '_dws_snapshot_freeze'").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("form", ["url", "keywords"])
+def test_a_target_naming_its_own_application_name_still_unlocks_once_the_dump_holds_its_locks(
+        cluster, tmp_path, form):
+    """The dump is found by the application_name the driver gives it, whatever the target sets."""
+    target = (f"{cluster}?application_name=analytics" if form == "url"
+              else make_conninfo(cluster, application_name="analytics"))
+    driver, seen = PostgresDriver(), {}
+
+    def pinned():
+        seen["locks"] = dump_locks(cluster)
+
+    frozen = driver.freeze(target)
+    try:
+        frozen.copy_online(tmp_path / form, threading.Event(), pinned)
+    finally:
+        frozen.release()
+        frozen.cleanup()
+    assert seen.get("locks") == 3  # pinned while pg_dump held every table, not after it ended

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from services.snapshots.drivers.base import DriverError
 from services.snapshots.drivers.tools import POLL_SECONDS, stream_tool, tool_environment
@@ -70,7 +71,10 @@ def dump_online(args: list[str], password: str | None, timeout: float, export: S
     locks cannot be seen) `pinned` is not called: the caller releases after the copy, as
     an offline snapshot does."""
     application_name = f"dws-snapshot-{uuid.uuid4().hex[:12]}"
-    env = tool_environment(password) | {"PGAPPNAME": application_name}
+    env = tool_environment(password)
+    # In the connection string, not PGAPPNAME: a target's own application_name would win.
+    args = [f"--dbname={make_conninfo(a[len('--dbname='):], application_name=application_name)}"
+            if a.startswith("--dbname=") else a for a in args]
     watch = LockWatch(poll, application_name, export.tables, pinned)
 
     def polled() -> None:
