@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from services.snapshots.client import settled
+from services.snapshots.client import failure_of, settled
 from services.snapshots.settings import Settings
 
 
@@ -65,14 +65,7 @@ class ApiClient:
 
 
 def _failure(events: list[dict]) -> str | None:
-    for event in events:
-        if event["type"] == "SnapshotFailed":
-            return f"snapshot failed: {event['data']['reason']}"
-        if event["type"] == "RestoreFailed":
-            return f"restore failed: {event['data']['reason']}"
-        if event["type"] == "SnapshotCopyFailed":
-            return f"copy failed: {event['data']['reason']}"
-    return None
+    return next(filter(None, (failure_of(event["type"], event["data"]) for event in events)), None)
 
 
 def _reason(response: httpx.Response) -> str:

@@ -12,7 +12,7 @@ from events.commands import CreateSnapshotRequested
 from events.vocabulary import name_key
 from services.snapshots.api_client import ApiClient, ApiError
 from services.snapshots.cli_output import ProgressDisplay, api_event_line, event_line, fail, print_json, printable
-from services.snapshots.client import EventFollower, follow_command, publish_command
+from services.snapshots.client import EventFollower, failure_of, follow_command, publish_command
 from services.snapshots.settings import Settings
 
 
@@ -127,12 +127,7 @@ async def _progress(follower, command_id, command_type, display: ProgressDisplay
             display.echo(describe_event(envelope))
         if envelope.type == "CommandRejected":
             return f"rejected ({envelope.data['code']}): {envelope.data['reason']}"
-        if envelope.type == "SnapshotFailed":
-            failure = f"snapshot failed: {envelope.data['reason']}"
-        if envelope.type == "RestoreFailed":
-            return f"restore failed: {envelope.data['reason']}"
-        if envelope.type == "SnapshotCopyFailed":
-            return f"copy failed: {envelope.data['reason']}"
+        failure = failure_of(envelope.type, envelope.data) or failure  # the last event it follows
         if envelope.data.get("warning"):
             typer.echo(f"warning: {printable(envelope.data['warning'])}", err=True)
     return failure

@@ -93,6 +93,17 @@ FINAL_EVENTS = {
 }
 
 
+#: The events that end a command unsuccessfully, and how `snapshotctl` says so.
+FAILED_EVENTS = {"SnapshotFailed": "snapshot failed", "RestoreFailed": "restore failed",
+                 "SnapshotCopyFailed": "copy failed"}
+
+
+def failure_of(event_type: str, data: dict) -> str | None:
+    """`<what> failed: <reason>` for a failure event, else None."""
+    what = FAILED_EVENTS.get(event_type)
+    return f"{what}: {data['reason']}" if what else None
+
+
 #: An online snapshot's ClusterUnlocked carries `task_status` (the copy goes on): its
 #: outcome, one of these, comes after it and settles the command.
 ONLINE_OUTCOMES = ("SnapshotCompleted", "SnapshotFailed")
